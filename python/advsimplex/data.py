@@ -1,0 +1,162 @@
+"""Image datasets in pixel space [0, 1] with CLIP resizing (normalisation happens in the model).
+
+Sources (:func:`load_dataset`):
+
+- ``cifar10``                 the CIFAR-10 arrays in ``<data root>/cifar10/{train,test}.npz``
+- ``npz:/path/file.npz``      any npz with ``images`` uint8 (N, H, W, 3), ``labels`` (N,), ``classes`` (C,)
+- ``imagefolder:/path``       a torchvision ``ImageFolder`` tree (``/path/<split>/`` if it exists)
+- ``torchvision:NAME[:root]`` a torchvision dataset already on disk (never downloaded)
+
+The data root is ``$ADVSIMPLEX_DATA`` if set, else the first existing ``shared/data`` beside the
+working directory or the repository (``../shared/data``). Data is read in place, never copied.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+
+def default_data_root() -> Path:
+    """Where shared datasets live (see the module docstring)."""
+    env = os.environ.get("ADVSIMPLEX_DATA")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[2]
+    for base in (Path.cwd(), repo):
+        candidate = (base / ".." / "shared" / "data").resolve()
+        if candidate.is_dir():
+            return candidate
+    return (repo / ".." / "shared" / "data").resolve()
+
+
+def resize_pixels(images: Tensor, size: tuple[int, int] | None) -> Tensor:
+    """Bicubic, antialiased resize of (..., 3, H, W) float pixels to ``size``, clamped to [0, 1]."""
+    if size is None or tuple(images.shape[-2:]) == tuple(size):
+        return images
+    squeeze = images.dim() == 3
+    out = F.interpolate(images[None] if squeeze else images, size=size, mode="bicubic", antialias=True)
+    out = out.clamp(0, 1)
+    return out[0] if squeeze else out
+
+
+class NpzImageDataset(Dataset):
+    """Images from an npz file (``images`` uint8 (N, H, W, 3), ``labels`` (N,), ``classes`` (C,)).
+
+    Items are ``(pixels float32 (3, H', W') in [0, 1], label int)``; ``image_size`` resizes to (H', W').
+    """
+
+    def __init__(self, path: str | os.PathLike, image_size: tuple[int, int] | None = None, limit: int | None = None):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"dataset file {path} does not exist")
+        with np.load(path, allow_pickle=False) as d:
+            missing = {"images", "labels", "classes"} - set(d.files)
+            if missing:
+                raise ValueError(f"{path} lacks arrays {sorted(missing)} (needs images, labels, classes)")
+            images, labels, classes = d["images"], d["labels"], d["classes"]
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"{path}: images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+        if limit is not None:
+            images, labels = images[:limit], labels[:limit]
+        self.images = torch.from_numpy(np.ascontiguousarray(images))
+        self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.classes = [str(c) for c in classes]
+        self.image_size = image_size
+        self.source = str(path)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        pixels = self.images[i].permute(2, 0, 1).float().div_(255)
+        return resize_pixels(pixels, self.image_size), int(self.labels[i])
+
+
+class _Resized(Dataset):
+    """A PIL-image dataset (ImageFolder, torchvision) as resized [0, 1] tensors, with ``classes``."""
+
+    def __init__(self, base, classes: list[str], image_size: tuple[int, int] | None, source: str):
+        self.base, self.classes, self.image_size, self.source = base, classes, image_size, source
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        image, label = self.base[i]
+        pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
+        return resize_pixels(pixels.float().div_(255), self.image_size), int(label)
+
+
+def load_dataset(
+    source: str, split: str = "test", image_size: int | tuple[int, int] | None = None, limit: int | None = None
+) -> Dataset:
+    """A dataset of ``(pixels (3, H, W) in [0, 1], label)`` with a ``classes`` list (see the module docstring)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    size = (image_size, image_size) if isinstance(image_size, int) else image_size
+    if source == "cifar10":
+        path = default_data_root() / "cifar10" / f"{split}.npz"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"CIFAR-10 arrays not found at {path}: set ADVSIMPLEX_DATA to the folder holding cifar10/"
+            )
+        return NpzImageDataset(path, size, limit)
+    kind, _, rest = source.partition(":")
+    if kind == "npz" and rest:
+        return NpzImageDataset(rest, size, limit)
+    if kind == "imagefolder" and rest:
+        from torchvision.datasets import ImageFolder
+
+        root = Path(rest)
+        if (root / split).is_dir():
+            root = root / split
+        if not root.is_dir():
+            raise FileNotFoundError(f"ImageFolder root {root} does not exist")
+        base = ImageFolder(str(root))
+        return _limited(_Resized(base, list(base.classes), size, source), limit)
+    if kind == "torchvision" and rest:
+        import inspect
+
+        import torchvision.datasets as tvd
+
+        name, _, root = rest.partition(":")
+        cls = getattr(tvd, name, None)
+        if cls is None:
+            raise ValueError(f"torchvision.datasets has no dataset {name!r}")
+        root = root or str(default_data_root() / name.lower())
+        params = inspect.signature(cls).parameters
+        kwargs = {"download": False} if "download" in params else {}
+        if "train" in params:
+            kwargs["train"] = split == "train"
+        elif "split" in params:
+            kwargs["split"] = split
+        try:
+            base = cls(root, **kwargs)
+        except (RuntimeError, FileNotFoundError) as exc:
+            raise FileNotFoundError(
+                f"torchvision dataset {name} not found under {root} (never downloaded): {exc}"
+            ) from exc
+        classes = list(getattr(base, "classes", []) or [])
+        if not classes:
+            raise ValueError(f"torchvision dataset {name} exposes no class names (.classes)")
+        return _limited(_Resized(base, classes, size, source), limit)
+    raise ValueError(
+        f"unknown dataset source {source!r}: use 'cifar10', 'npz:<file>', 'imagefolder:<dir>' or "
+        "'torchvision:<Name>[:<root>]'"
+    )
+
+
+def _limited(dataset: Dataset, limit: int | None) -> Dataset:
+    if limit is None or limit >= len(dataset):
+        return dataset
+    subset = torch.utils.data.Subset(dataset, range(limit))
+    subset.classes = dataset.classes
+    subset.source = dataset.source
+    return subset

@@ -1,0 +1,79 @@
+"""Embedding jets of an arbitrary image encoder with torch.func (math spec §4, §7).
+
+For an encoder ``encode(pixels) -> (B, d)`` this computes, at the clean images ``x``, the
+first directional derivatives ``Df[δ_k]`` for every trajectory vertex and the second
+directional derivatives ``D²f[δ_k, δ_l]`` for every needed vertex pair, by nested
+forward-mode AD (``jvp`` of ``jvp``) vmapped over the pair streams: the primal is computed
+once and shared by every stream. Everything runs under :class:`JetSafeMode`, so native
+``layer_norm``/``batch_norm``/attention kernels (whose higher-order derivatives are wrong or
+missing in PyTorch 2.14.1) are replaced by elementary decompositions. The results stay
+differentiable with respect to the encoder's parameters (training needs third-order
+derivatives).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.func import jvp, vmap
+
+from .decompositions import JetSafeMode
+
+
+@dataclass
+class EmbeddingJets:
+    """Embedding jets at the clean images.
+
+    - ``value``  (B, d): ``f(x)``
+    - ``first``  (B, m, d): ``Df(x)[δ_k]``
+    - ``second`` (B, P, d): ``D²f(x)[δ_k, δ_l]`` for pair ``p = (k, l)`` of ``pairs``
+    """
+
+    value: Tensor
+    first: Tensor
+    second: Tensor
+
+
+def embedding_jets(
+    encode: Callable[[Tensor], Tensor],
+    x: Tensor,
+    deltas: Tensor,
+    pairs: Tensor,
+    *,
+    chunk_size: int | None = None,
+) -> EmbeddingJets:
+    """Jets of ``encode`` at ``x`` (B, ...) along ``deltas`` (B, m, ...) for ``pairs`` (P, 2).
+
+    Every vertex ``k`` must appear in a diagonal pair ``(k, k)`` (true of
+    :func:`advsimplex.pair_index`): its first-order jet is read off that stream.
+    ``chunk_size`` bounds how many pair streams are vmapped at once (memory).
+    """
+    m = deltas.shape[1]
+    pairs = pairs.to("cpu")
+    diag = {int(k): p for p, (k, l) in enumerate(pairs.tolist()) if k == l}
+    missing = [k for k in range(m) if k not in diag]
+    if missing:
+        raise ValueError(f"pairs must contain the diagonal pair (k, k) of every vertex; missing k = {missing}")
+    idx = pairs.to(deltas.device)
+    tangent_a = deltas[:, idx[:, 0]].movedim(1, 0)  # (P, B, ...)
+    tangent_b = deltas[:, idx[:, 1]].movedim(1, 0)
+
+    def pair_stream(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        def along_a(y: Tensor) -> tuple[Tensor, Tensor]:
+            return jvp(encode, (y,), (a,))
+
+        (value, first), (_, second) = jvp(along_a, (x,), (b,))
+        return value, first, second
+
+    with JetSafeMode():
+        value, first, second = vmap(pair_stream, in_dims=(0, 0), out_dims=0, chunk_size=chunk_size)(
+            tangent_a, tangent_b
+        )
+    value = value[0]
+    if value.dim() != 2 or value.shape[0] != x.shape[0]:
+        raise ValueError(f"encode must map (B, ...) images to (B, d) embeddings; got output shape {tuple(value.shape)}")
+    diag_streams = torch.tensor([diag[k] for k in range(m)], device=first.device)
+    return EmbeddingJets(value=value, first=first[diag_streams].movedim(0, 1), second=second.movedim(0, 1))

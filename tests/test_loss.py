@@ -1,0 +1,100 @@
+"""AdvSimplexLoss (math spec §6) and the simplex weights (paper Eq. 16)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from advsimplex import AdvSimplexLoss, pgd_trajectory, simplex_alignment, simplex_weights
+from helpers import micro_clip, unit_rows
+
+
+@pytest.fixture(scope="module")
+def batch():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(4, 3, 8, 8, generator=g, dtype=torch.float64), torch.tensor([0, 1, 2, 1])
+
+
+def test_defaults_reproduce_the_paper():
+    loss = AdvSimplexLoss(unit_rows(3, 8))
+    assert (loss.variant, loss.kappa, loss.order, loss.steps) == ("paper", 1.0, 3, 10)
+    assert loss.eps == pytest.approx(2 / 255) and loss.alpha == pytest.approx(1 / 255)
+    assert (loss.lam, loss.weighting) == (0.6, "impact")
+
+
+def test_loss_equals_clean_ce_plus_weighted_alignment(batch):
+    x, y = batch
+    enc = micro_clip(seed=2).visual
+    text = unit_rows(3, 8)
+    fn = AdvSimplexLoss(text, logit_scale=20.0, steps=4, eps=4 / 255, alpha=2 / 255, lam=0.7, kappa=1.5)
+    loss, details = fn(enc, x, y, generator=torch.Generator().manual_seed(5), return_details=True)
+    logits_fn = lambda px: 20.0 * F.normalize(enc(px), dim=-1) @ text.t()
+    traj = pgd_trajectory(
+        logits_fn, x, y, eps=4 / 255, alpha=2 / 255, steps=4, generator=torch.Generator().manual_seed(5)
+    )
+    torch.testing.assert_close(details.vertex_probs, traj.probs)
+    omega = simplex_alignment(enc, x, traj.deltas, text, logit_scale=20.0, variant="paper", kappa=1.5)
+    clean = torch.softmax(logits_fn(x), -1).gather(1, y[:, None]).squeeze(1)
+    weights = simplex_weights(clean, traj.probs, scheme="impact", order=3)
+    expected = (F.cross_entropy(logits_fn(x), y, reduction="none") + 0.7 * (weights * omega).sum(-1)).mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(details.omega, omega.detach(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    ("variant", "order", "weighting", "kappa"),
+    [("paper", 3, "impact", 1.0), ("paper-cross", 4, "uniform", 2.0), ("taylor2", 3, "linear", 1.0),
+     ("sampled", 3, "impact", 3)],
+)  # fmt: skip
+def test_every_option_trains_the_tower(batch, variant, order, weighting, kappa):
+    x, y = batch
+    model = micro_clip(seed=3)
+    fn = AdvSimplexLoss(
+        unit_rows(3, 8), logit_scale=20.0, steps=3, variant=variant, order=order, weighting=weighting, kappa=kappa
+    )
+    loss = fn(model.visual, x, y, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [p.grad for p in model.visual.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(g.abs().sum() for g in grads) > 0
+
+
+def test_impact_weights_formula():
+    clean = torch.tensor([0.9, 0.8, 0.5])
+    vertex = torch.tensor([[0.7, 0.3, 0.1], [0.7, 0.4, 0.2], [0.6, 0.5, 0.1]])
+    w = simplex_weights(clean, vertex, scheme="impact", order=3)  # S = 2: vertices 1 and 2
+    gaps = torch.tensor([[0.2, 0.6], [0.1, 0.4], [0.0, 0.0]])  # third row: negative gaps clipped
+    torch.testing.assert_close(w, gaps / gaps.amax(0))
+    assert not w.requires_grad
+
+
+def test_impact_weights_zero_when_no_gap_and_other_schemes():
+    clean = torch.tensor([0.1, 0.2])
+    vertex = torch.tensor([[0.5, 0.6, 0.7], [0.3, 0.3, 0.3]])
+    assert torch.equal(simplex_weights(clean, vertex, order=3), torch.zeros(2, 2))
+    assert torch.equal(simplex_weights(clean, vertex, scheme="uniform", order=3), torch.ones(2, 2))
+    torch.testing.assert_close(simplex_weights(clean, vertex, scheme="linear", order=4), torch.full((2, 1), 1 / 3))
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        simplex_weights(clean, vertex, scheme="cosine")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"variant": "bound"}, ValueError, "variant must be one of"),
+        ({"weighting": "cosine"}, ValueError, "weighting"),
+        ({"eps": 1.5}, ValueError, "eps must lie in"),
+        ({"steps": 1, "order": 3}, ValueError, "need m >= order - 1"),
+        ({"variant": "sampled", "kappa": 2.5}, ValueError, "positive integer sample count"),
+        ({"backend": "fpga"}, ValueError, "backend must be one of"),
+        ({"logit_scale": -1.0}, ValueError, "logit_scale must be a positive number"),
+    ],
+)
+def test_bad_configuration(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        AdvSimplexLoss(unit_rows(3, 8), **kwargs)
+
+
+def test_text_features_must_be_unit_norm():
+    with pytest.raises(ValueError, match="unit-norm"):
+        AdvSimplexLoss(2 * unit_rows(3, 8))
