@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from advsimplex import pgd_trajectory
+from advsimplex import pgd_attack, pgd_trajectory
+from advsimplex.attack import margin_loss
 from helpers import micro_clip, unit_rows
 
 
@@ -82,3 +83,31 @@ def test_bad_labels(setup):
         pgd_trajectory(logits_fn, x, y[:3])
     with pytest.raises(TypeError, match="integer"):
         pgd_trajectory(logits_fn, x, y.float())
+
+
+@pytest.mark.parametrize("loss", ["ce", "cw"])
+def test_pgd_attack_stays_in_ball_and_beats_clean(setup, loss):
+    _, _, x, y, logits_fn = setup
+    eps = 8 / 255
+    adv = pgd_attack(
+        logits_fn, x, y, eps=eps, alpha=2 / 255, steps=10, loss=loss, generator=torch.Generator().manual_seed(0)
+    )
+    assert (adv - x).abs().max() <= eps + 1e-7 and adv.min() >= 0 and adv.max() <= 1
+    with torch.no_grad():
+        clean = torch.nn.functional.cross_entropy(logits_fn(x), y, reduction="none")
+        attacked = torch.nn.functional.cross_entropy(logits_fn(adv), y, reduction="none")
+        if loss == "cw":
+            assert (margin_loss(logits_fn(adv), y) >= margin_loss(logits_fn(x), y) - 1e-6).all()
+        else:
+            assert (attacked >= clean - 1e-6).all()
+
+
+def test_pgd_attack_eps_zero_is_identity(setup):
+    _, _, x, y, logits_fn = setup
+    assert torch.equal(pgd_attack(logits_fn, x, y, eps=0.0), x)
+
+
+def test_pgd_attack_bad_loss(setup):
+    _, _, x, y, logits_fn = setup
+    with pytest.raises(ValueError, match="loss must be one of"):
+        pgd_attack(logits_fn, x, y, eps=1 / 255, loss="dlr")

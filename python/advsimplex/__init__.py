@@ -15,7 +15,7 @@ Public API:
 from . import reference
 from ._extension import backends
 from .alignment import sampled_alignment, simplex_alignment, zero_shot_probs
-from .attack import Trajectory, pgd_trajectory
+from .attack import Trajectory, margin_loss, pgd_attack, pgd_trajectory
 from .jets import EmbeddingJets, JetSafeMode, embedding_jets
 from .loss import AdvSimplexLoss, LossDetails
 from .ops import simplex_head
@@ -32,8 +32,10 @@ __all__ = [
     "backends",
     "dirichlet_moment",
     "embedding_jets",
+    "margin_loss",
     "moment_tensor",
     "pair_index",
+    "pgd_attack",
     "pgd_trajectory",
     "reference",
     "sampled_alignment",

@@ -90,3 +90,61 @@ def pgd_trajectory(
     with torch.no_grad():
         probs.append(true_class_prob(logits_fn(x_adv)))
     return Trajectory(deltas=torch.stack(deltas, dim=1), probs=torch.stack(probs, dim=1).to(x.dtype))
+
+
+def margin_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """CW-style margin per sample: ``max_{c≠y} z_c − z_y`` (positive once misclassified)."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
+    return other - true
+
+
+ATTACK_LOSSES = ("ce", "cw")
+
+
+def pgd_attack(
+    logits_fn: Callable[[Tensor], Tensor],
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    alpha: float | None = None,
+    steps: int = 10,
+    loss: str = "ce",
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """ℓ∞ PGD for evaluation (spec §8): returns adversarial images (B, *image) in the ε-ball ∩ [0, 1].
+
+    ``loss`` is ``ce`` (cross-entropy) or ``cw`` (margin); ``random_start`` draws the start
+    uniformly from the ε-ball; ``alpha`` defaults to ε/4. Keeps, per sample, the iterate with the
+    highest loss seen (so more steps never weaken the attack). ``eps = 0`` returns ``x`` unchanged.
+    """
+    alpha = eps / 4 if alpha is None else alpha
+    check_floating("x", x)
+    if eps == 0:
+        return x.detach().clone()
+    check_budget(eps, alpha, steps)
+    check_labels("y", y, x.shape[0], None, x.device)
+    if loss not in ATTACK_LOSSES:
+        raise ValueError(f"loss must be one of {ATTACK_LOSSES}, got {loss!r}")
+    objective = (lambda z: F.cross_entropy(z, y, reduction="none")) if loss == "ce" else (lambda z: margin_loss(z, y))
+    x = x.detach()
+    lower, upper = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+    x_adv = x.clone()
+    if random_start:
+        noise = torch.rand(x.shape, generator=generator, device=x.device if generator is None else generator.device)
+        x_adv = torch.minimum(torch.maximum(x + eps * (2 * noise.to(x.device, x.dtype) - 1), lower), upper)
+    best, best_loss = x_adv.clone(), torch.full((x.shape[0],), float("-inf"), device=x.device)
+    with torch.enable_grad():
+        for step in range(steps + 1):
+            x_adv.requires_grad_(True)
+            values = objective(logits_fn(x_adv).float())
+            improved = values.detach() > best_loss
+            best[improved] = x_adv.detach()[improved]
+            best_loss = torch.where(improved, values.detach(), best_loss)
+            if step == steps:
+                break
+            (grad,) = torch.autograd.grad(values.sum(), x_adv)
+            x_adv = torch.minimum(torch.maximum(x_adv.detach() + alpha * grad.sign(), lower), upper)
+    return best

@@ -1,0 +1,115 @@
+"""Shared benchmark machinery: timing, peak memory and the record fields (see bench/README.md).
+
+Each ``bench_<op>.py`` is a pytest-benchmark module. A benchmark calls :func:`measure`, which
+times ``fn`` (CPU: pytest-benchmark's timer; CUDA: ``triton.testing.do_bench`` with CUDA events),
+measures peak memory once, and stores the record fields in ``benchmark.extra_info``;
+``bench/run.py`` turns the pytest-benchmark JSON into one record per (op, provider, mode, shape, dtype).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+import torch
+
+MODES = ("fwd", "bwd", "fwd+bwd", "step")
+
+
+@cache
+def commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], capture_output=True, text=True, cwd=Path(__file__).parent
+        )
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"
+    except OSError:
+        return "unknown"
+
+
+def device_name(device: torch.device | str) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
+
+
+def triton_version() -> str | None:
+    try:
+        import triton
+
+        return triton.__version__
+    except ImportError:
+        return None
+
+
+def cpu_peak_bytes(fn: Callable[[], object]) -> int:
+    """Peak bytes held by torch's CPU allocator during ``fn()`` (from the profiler's memory events)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.events() if e.cpu_memory_usage), key=lambda e: e.time_range.start)
+    current = peak = 0
+    for e in events:
+        current += e.cpu_memory_usage
+        peak = max(peak, current)
+    return peak
+
+
+def cuda_peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
+
+
+def measure(
+    benchmark,
+    fn: Callable[[], object],
+    *,
+    op: str,
+    provider: str,
+    mode: str,
+    shape: str,
+    dtype: torch.dtype | str,
+    device: torch.device | str,
+    rounds: int = 10,
+    warmup: int = 2,
+) -> None:
+    """Time ``fn`` and record the benchmark fields in ``benchmark.extra_info``."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    device = torch.device(device)
+    info = {
+        "op": op,
+        "provider": provider,
+        "mode": mode,
+        "shape": shape,
+        "dtype": str(dtype).replace("torch.", ""),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "triton": triton_version(),
+        "commit": commit(),
+    }
+    if device.type == "cuda":
+        import triton.testing
+
+        q1, median, q3 = triton.testing.do_bench(fn, quantiles=[0.25, 0.5, 0.75], return_mode="median")
+        info.update(median_s=median / 1e3, q1_s=q1 / 1e3, q3_s=q3 / 1e3, timer="cuda-events")
+        info["peak_mem_bytes"] = cuda_peak_bytes(fn, device)
+        benchmark.extra_info.update(info)
+        benchmark.pedantic(lambda: (fn(), torch.cuda.synchronize(device)), rounds=1, iterations=1)
+        return
+    info["timer"] = "pytest-benchmark"
+    info["peak_mem_bytes"] = cpu_peak_bytes(fn) if benchmark.enabled else None
+    benchmark.extra_info.update(info)
+    benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=warmup)
