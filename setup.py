@@ -40,8 +40,8 @@ def _extensions():
     from torch.utils import cpp_extension
 
     cpp_sources = sorted(glob.glob("csrc/*.cpp"))
-    cuda_sources = sorted(glob.glob("csrc/*.cu"))
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp"]
+    cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))  # csrc/cuda/<op>.cu beside csrc/<op>.cpp (as in extension-cpp)
+    cxx_flags = ["-O3", "-std=c++20", "-fopenmp"]
     if not _want_cuda():
         return [
             cpp_extension.CppExtension(
@@ -75,8 +75,7 @@ def _extensions():
         pass
     nvcc_flags = [
         "-O3",
-        "-std=c++17",
-        "--use_fast_math",
+        "-std=c++20",
         "-lineinfo",
         f"--threads={os.environ.get('NVCC_THREADS', '2')}",
     ]

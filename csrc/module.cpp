@@ -1,6 +1,11 @@
 // Python module stub of advsimplex._C: importing it loads the shared library, whose static
-// initialisers run the TORCH_LIBRARY / TORCH_LIBRARY_IMPL registrations of every op file in csrc/.
+// initialisers run the TORCH_LIBRARY_FRAGMENT / TORCH_LIBRARY_IMPL registrations of every op
+// file in csrc/ (csrc/<op>.cpp: schemas + CPU kernels, csrc/<op>.cu: CUDA kernels).
 #include <Python.h>
+#include <torch/library.h>
+
+// The advsimplex operator namespace; each op file adds its schemas with TORCH_LIBRARY_FRAGMENT.
+TORCH_LIBRARY(advsimplex, m) {}
 
 extern "C" {
 PyObject* PyInit__C(void) {

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from advsimplex import pair_index
-from advsimplex.reference import num_simplices, simplex_pairs, simplex_vertices
+from advsimplex.reference import num_pairs, num_simplices, simplex_pairs, simplex_vertices
 
 
 @pytest.mark.parametrize("m", [2, 3, 5, 10])
@@ -48,3 +48,9 @@ def test_m_equals_order_minus_one_has_one_simplex():
 def test_bad_orders(m, order, match):
     with pytest.raises(ValueError, match=match):
         pair_index(m, order)
+
+
+@pytest.mark.parametrize("order", [3, 4])
+def test_num_pairs_formula(order):
+    for m in range(order - 1, 15):
+        assert num_pairs(m, order) == pair_index(m, order).shape[0]

@@ -18,7 +18,7 @@ from .._checks import (
     check_shape,
     check_unit_norm,
 )
-from ..reference import CLOSED_FORM_VARIANTS, check_order, num_simplices, pair_index, simplex_head_reference
+from ..reference import CLOSED_FORM_VARIANTS, check_order, num_pairs, num_simplices, pair_index, simplex_head_reference
 
 BACKENDS = ("auto", "reference", "cpp", "cuda", "triton")
 
@@ -57,7 +57,7 @@ def check_head_inputs(
     m = first.shape[1]
     check_order(m, order)
     check_shape("F1", first, (b, m, d), "(B, m, d)")
-    p = pair_index(m, order).shape[0]
+    p = num_pairs(m, order)
     check_shape("F2", second, (b, p, d), f"(B, P, d) with P = {p} pairs for m={m}, order={order}")
     check_shape("text_features", text_features, (None, d), "(C, d)")
     c = text_features.shape[0]
@@ -71,15 +71,31 @@ def check_head_inputs(
     check_unit_norm("text_features", text_features)
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """The backend that will run: ``auto`` picks the best available for ``device``; an explicitly
-    requested backend that is unavailable raises, saying why."""
-    from .._extension import backends
+VARIANT_CODES = {"paper": 0, "paper-cross": 1, "taylor2": 2}  # csrc/simplex_head.h
 
-    if backend in ("auto", "reference"):
-        return "reference"
-    _, why = backends()[backend]
-    raise RuntimeError(f"simplex_head backend {backend!r} is unavailable here: {why}")
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend that will run for tensors on ``device``.
+
+    ``auto`` picks ``cuda`` (then ``triton``) for CUDA tensors and ``cpp`` for CPU tensors, falling back
+    to ``reference``; an explicitly requested backend that is unavailable, or that cannot run on
+    ``device``, raises and says why.
+    """
+    from .._extension import backends, triton_interpreted, usable
+
+    if backend == "reference":
+        return backend
+    if backend == "auto":
+        order = ("cuda", "triton") if device.type == "cuda" else ("cpp",)
+        return next((b for b in order if usable(b)), "reference")
+    if not usable(backend):
+        raise RuntimeError(f"simplex_head backend {backend!r} is unavailable here: {backends()[backend][1]}")
+    wanted = {"cpp": "cpu", "cuda": "cuda"}.get(backend)
+    if backend == "triton":
+        wanted = "cpu" if triton_interpreted() else "cuda"
+    if wanted != device.type:
+        raise RuntimeError(f"simplex_head backend {backend!r} runs on {wanted} tensors, but the inputs are on {device}")
+    return backend
 
 
 def simplex_head(
@@ -107,24 +123,88 @@ def simplex_head(
         text_features: (C, d) unit-norm class embeddings.
         labels: (B,) int64 class indices.
         weights: (B, S) simplex weights ω (treated as constants), S = m − order + 2.
-        logit_scale: s > 0 (float or 0-d tensor).
+        logit_scale: s > 0 (float or 0-d tensor; a constant for the fused backends).
         lam, variant, kappa, order: loss options (spec §5, §6).
-        backend: ``auto``, ``reference``, ``cpp``, ``cuda`` or ``triton``.
+        backend: ``auto``, ``reference``, ``cpp``, ``cuda`` or ``triton`` (see :func:`resolve_backend`).
         return_omega: also return Ω (B, S).
 
     Returns:
         loss (B,) = ``CE(z(x), y) + λ Σ_i ω_i Ω_i`` (float32, or float64 for float64 inputs),
         and Ω (B, S) when ``return_omega``. Differentiable with respect to f, F1, F2 and T.
+        The fused backends support backward only (no double backward, no torch.func transforms).
     """
     check_head_inputs(
         f, F1, F2, text_features, labels, weights,
         logit_scale=logit_scale, lam=lam, variant=variant, kappa=kappa, order=order, backend=backend,
     )  # fmt: skip
-    resolve_backend(backend, f.device)
-    compute = torch.float64 if f.dtype == torch.float64 else torch.float32
-    pairs = pair_index(F1.shape[1], order)
-    loss, omega = simplex_head_reference(
-        f.to(compute), F1.to(compute), F2.to(compute), text_features.to(compute), labels, weights.to(compute), pairs,
-        logit_scale=logit_scale, lam=float(lam), variant=variant, kappa=float(kappa), order=order,
+    chosen = resolve_backend(backend, f.device)
+    if chosen == "reference":
+        compute = torch.float64 if f.dtype == torch.float64 else torch.float32
+        pairs = pair_index(F1.shape[1], order)
+        loss, omega = simplex_head_reference(
+            f.to(compute), F1.to(compute), F2.to(compute), text_features.to(compute), labels, weights.to(compute),
+            pairs, logit_scale=logit_scale, lam=float(lam), variant=variant, kappa=float(kappa), order=order,
+        )  # fmt: skip
+        return (loss, omega) if return_omega else loss
+    if torch._C._are_functorch_transforms_active():
+        raise NotImplementedError(
+            f"simplex_head backend {chosen!r} does not support torch.func transforms (jvp/vmap/grad would be "
+            "silently wrong through a custom op); use backend='reference'"
+        )
+    args = (
+        f, F1, F2, text_features, labels.long(), weights.detach(),
+        float(logit_scale), float(lam), VARIANT_CODES[variant], float(kappa), int(order),
     )  # fmt: skip
+    if chosen == "triton":
+        if f.dtype == torch.float64:
+            raise TypeError("simplex_head backend 'triton' supports float32/bfloat16/float16 inputs, got float64")
+        _register_triton_ops()
+        op = torch.ops.advsimplex.simplex_head_triton_forward
+    else:
+        op = torch.ops.advsimplex.simplex_head_forward
+    loss, omega = op(*args)[:2]
     return (loss, omega) if return_omega else loss
+
+
+def _register_compiled_ops() -> None:
+    from .._extension import _C
+    from ._simplex_head_autograd import register
+
+    if _C is not None and hasattr(torch.ops.advsimplex, "simplex_head_forward"):
+        register("advsimplex::simplex_head_forward", "advsimplex::simplex_head_backward")
+
+
+_register_compiled_ops()
+
+_TRITON_OPS: list[bool] = []
+
+
+def _register_triton_ops() -> None:
+    """Define ``advsimplex::simplex_head_triton_forward/backward`` (``torch.library.triton_op``, so that
+    torch.compile traces into the Triton kernels) on first use; importing the kernels imports Triton."""
+    if _TRITON_OPS:
+        return
+    from simplex_kernels import simplex_head as kernels
+
+    from ._simplex_head_autograd import register
+
+    @torch.library.triton_op("advsimplex::simplex_head_triton_forward", mutates_args=())
+    def triton_forward(
+        f: Tensor, F1: Tensor, F2: Tensor, text: Tensor, labels: Tensor, weights: Tensor,
+        logit_scale: float, lam: float, variant: int, kappa: float, order: int,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+        return kernels.forward(f, F1, F2, text, labels, weights, logit_scale, lam, variant, kappa, order)
+
+    @torch.library.triton_op("advsimplex::simplex_head_triton_backward", mutates_args=())
+    def triton_backward(
+        grad_loss: Tensor, grad_omega: Tensor | None, f: Tensor, F1: Tensor, F2: Tensor, text: Tensor,
+        labels: Tensor, weights: Tensor, logits: Tensor, normalized: Tensor, stats: Tensor,
+        logit_scale: float, lam: float, variant: int, kappa: float, order: int,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+        return kernels.backward(
+            grad_loss, grad_omega, f, F1, F2, text, labels, weights, logits, normalized, stats,
+            logit_scale, lam, variant, kappa, order,
+        )  # fmt: skip
+
+    register("advsimplex::simplex_head_triton_forward", "advsimplex::simplex_head_triton_backward")
+    _TRITON_OPS.append(True)

@@ -14,7 +14,7 @@ Fused kernels (``advsimplex.ops``) and fast jets are tested against this package
 from .alignment import CLOSED_FORM_VARIANTS, VARIANTS, closed_form_alignment, simplex_expectations
 from .head import logit_jets, normalized_jets, probability_jets, simplex_head_reference
 from .moments import dirichlet_moment, moment_tensor, second_moment
-from .simplices import check_order, num_simplices, pair_index, simplex_pairs, simplex_vertices
+from .simplices import check_order, num_pairs, num_simplices, pair_index, simplex_pairs, simplex_vertices
 from .weights import WEIGHTINGS, simplex_weights
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "logit_jets",
     "moment_tensor",
     "normalized_jets",
+    "num_pairs",
     "num_simplices",
     "pair_index",
     "probability_jets",

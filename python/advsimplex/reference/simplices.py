@@ -32,6 +32,13 @@ def num_simplices(m: int, order: int) -> int:
     return m - order + 2
 
 
+def num_pairs(m: int, order: int) -> int:
+    """``P`` of :func:`pair_index`: ``W·m − W(W−1)/2`` with ``W = order − 1`` (2m − 1 for Q = 3, 3m − 3 for Q = 4)."""
+    check_order(m, order)
+    w = order - 1
+    return w * m - w * (w - 1) // 2
+
+
 @cache
 def _pairs(m: int, order: int) -> tuple[tuple[int, int], ...]:
     check_order(m, order)

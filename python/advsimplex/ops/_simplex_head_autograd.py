@@ -1,0 +1,67 @@
+"""register_fake / register_autograd for the compiled and Triton ``simplex_head`` ops.
+
+Forward op: ``(f, F1, F2, text, labels, weights, logit_scale, lam, variant, kappa, order)
+-> (loss (B,), omega (B, S), logits (B, K, C), normalized (B, K, d), stats (B, K + P))``; the last three
+are saved for the backward op, which returns ``(df, dF1, dF2, dtext)``. K = 1 + m + P.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def fake_forward(f, F1, F2, text, labels, weights, logit_scale, lam, variant, kappa, order):
+    b, m, d = F1.shape
+    p = F2.shape[1]
+    k, s, c = 1 + m + p, m - order + 2, text.shape[0]
+    ct = _compute_dtype(f)
+    return (
+        f.new_empty((b,), dtype=ct),
+        f.new_empty((b, s), dtype=ct),
+        f.new_empty((b, k, c), dtype=ct),
+        f.new_empty((b, k, d), dtype=ct),
+        f.new_empty((b, k + p), dtype=ct),
+    )
+
+
+def fake_backward(grad_loss, grad_omega, f, F1, F2, text, *rest):
+    return torch.empty_like(f), torch.empty_like(F1), torch.empty_like(F2), torch.empty_like(text)
+
+
+def _setup_context(ctx, inputs, output):
+    f, F1, F2, text, labels, weights, *options = inputs
+    _, _, logits, normalized, stats = output
+    ctx.save_for_backward(f, F1, F2, text, labels, weights, logits, normalized, stats)
+    ctx.options = tuple(options)
+
+
+def _make_backward(backward_op):
+    def backward(ctx, grad_loss, grad_omega, *_):
+        f, F1, F2, text, labels, weights, logits, normalized, stats = ctx.saved_tensors
+        if grad_loss is None:
+            grad_loss = torch.zeros(f.shape[0], dtype=logits.dtype, device=f.device)
+        df, dF1, dF2, dtext = backward_op(
+            grad_loss, grad_omega, f, F1, F2, text, labels, weights, logits, normalized, stats, *ctx.options
+        )
+        return df, dF1, dF2, dtext, None, None, None, None, None, None, None
+
+    return backward
+
+
+def _no_double_backward(ctx, *grads):
+    raise NotImplementedError(
+        "simplex_head (fused backends) has no double backward; use backend='reference' for higher-order derivatives"
+    )
+
+
+def register(forward_name: str, backward_name: str) -> None:
+    """Attach the fake kernels and the autograd formula to a forward/backward op pair."""
+    torch.library.register_fake(forward_name)(fake_forward)
+    torch.library.register_fake(backward_name)(fake_backward)
+    backward_op = getattr(torch.ops.advsimplex, backward_name.split("::")[1])
+    torch.library.register_autograd(forward_name, _make_backward(backward_op), setup_context=_setup_context)
+    torch.library.register_autograd(backward_name, _no_double_backward, setup_context=lambda ctx, inputs, output: None)

@@ -1,0 +1,87 @@
+"""Constant tensors that express the per-simplex closed forms as contractions (used by the Triton kernels).
+
+For simplex s with vertices s..s+W−1 (W = Q − 1) and the pair list of :func:`pair_index`:
+
+- ``A[s, p]``      = Σ_{(k,l) ↦ p} M2_kl          so  E[pᵀH_c p]_s = Σ_p A[s,p] h_{p,c}
+- ``Bm[s, a, a']`` = M2 on the simplex's vertices  so  Σ_c E[(J_c p)²]_s = ⟨Bm_s, Σ_c u uᵀ⟩
+- ``D[s, a, p]``   = Σ_{(l,n) ↦ p} M3_{k l n}      so  Σ_c E[(J_c p)(pᵀH_c p)]_s = ⟨D_s, Σ_c u hᵀ⟩
+- ``E[s, p, p']``  = Σ M4_{klno} over (k,l) ↦ p, (n,o) ↦ p'  so  Σ_c E[(pᵀH_c p)²]_s = ⟨E_s, Σ_c h hᵀ⟩
+
+(spec §5). ``Bm`` and ``E`` are symmetric in their last two indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+from torch import Tensor
+
+from ..reference import moment_tensor, pair_index, simplex_pairs, simplex_vertices
+
+
+@dataclass(frozen=True)
+class SimplexLayout:
+    m: int
+    order: int
+    pairs: Tensor  # (P, 2) int64
+    A: Tensor  # (S, P)
+    Bm: Tensor  # (S, m, m)
+    D: Tensor  # (S, m, P)
+    E: Tensor  # (S, P, P)
+
+
+@cache
+def simplex_layout(m: int, order: int) -> SimplexLayout:
+    """The float64 CPU layout tensors for an m-step trajectory and simplex order Q."""
+    pairs = pair_index(m, order)
+    verts, local = simplex_vertices(m, order), simplex_pairs(m, order)
+    s_count, w = verts.shape
+    p_count = pairs.shape[0]
+    m2, m3, m4 = (moment_tensor(order, n) for n in (2, 3, 4))
+    A = torch.zeros(s_count, p_count, dtype=torch.float64)
+    Bm = torch.zeros(s_count, m, m, dtype=torch.float64)
+    D = torch.zeros(s_count, m, p_count, dtype=torch.float64)
+    E = torch.zeros(s_count, p_count, p_count, dtype=torch.float64)
+    r = range(w)
+    for s in range(s_count):
+        v, lp = verts[s].tolist(), local[s].tolist()
+        for k in r:
+            for l in r:
+                A[s, lp[k][l]] += m2[k, l]
+                Bm[s, v[k], v[l]] += m2[k, l]
+                for n in r:
+                    D[s, v[k], lp[l][n]] += m3[k, l, n]
+                    for o in r:
+                        E[s, lp[k][l], lp[n][o]] += m4[k, l, n, o]
+    return SimplexLayout(m=m, order=order, pairs=pairs, A=A, Bm=Bm, D=D, E=E)
+
+
+def _next_pow2(n: int, minimum: int = 16) -> int:
+    return max(minimum, 1 << max(0, (n - 1).bit_length()))
+
+
+@cache
+def padded_layout(m: int, order: int, device: torch.device) -> dict[str, Tensor | int]:
+    """The layout as float32 tensors zero-padded to powers of two ≥ 16 on ``device`` (Triton ``tl.dot`` sizes)."""
+    lay = simplex_layout(m, order)
+    s_count, p_count = lay.A.shape
+    mp, pp, sp = _next_pow2(m), _next_pow2(p_count), _next_pow2(s_count)
+
+    def pad(t: Tensor, shape: tuple[int, ...]) -> Tensor:
+        out = torch.zeros(shape, dtype=torch.float32)
+        out[tuple(slice(0, n) for n in t.shape)] = t
+        return out.to(device)
+
+    return {
+        "M_PAD": mp,
+        "P_PAD": pp,
+        "S_PAD": sp,
+        "pair_a": lay.pairs[:, 0].to(torch.int32).to(device),
+        "pair_b": lay.pairs[:, 1].to(torch.int32).to(device),
+        "A": pad(lay.A, (sp, pp)),
+        "Bm": pad(lay.Bm, (sp, mp, mp)),
+        "D": pad(lay.D, (sp, mp, pp)),
+        "E": pad(lay.E, (sp, pp, pp)),
+    }
