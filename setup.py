@@ -8,6 +8,9 @@ Build knobs (environment variables, as in flash-attention's setup.py):
   build needs it (torch's arch detection fails without a device); default here "8.0;9.0".
 - ``CUDA_HOME``         the toolkit; default ``/usr/local/cuda`` when it exists.
 - ``MAX_JOBS``, ``NVCC_THREADS``  parallelism of the build.
+- ``ADVSIMPLEX_CPU_ARCH``  ``-march`` of the C++ kernels; default ``native`` (the extension is built on the
+  machine that runs it); set ``x86-64`` (or any ``-march`` value, or empty for the compiler's default)
+  for a binary that must run on other CPUs.
 
 The C++ CPU kernels are always built. Install with ``pip install --no-build-isolation -e .``
 (``scripts/setup.sh`` does it) so that the build uses the torch already installed.
@@ -41,7 +44,8 @@ def _extensions():
 
     cpp_sources = sorted(glob.glob("csrc/*.cpp"))
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))  # csrc/cuda/<op>.cu beside csrc/<op>.cpp (as in extension-cpp)
-    cxx_flags = ["-O3", "-std=c++20", "-fopenmp"]
+    arch = os.environ.get("ADVSIMPLEX_CPU_ARCH", "native").strip()
+    cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-ffp-contract=fast"] + ([f"-march={arch}"] if arch else [])
     if not _want_cuda():
         return [
             cpp_extension.CppExtension(

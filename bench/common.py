@@ -17,6 +17,18 @@ from pathlib import Path
 import torch
 
 MODES = ("fwd", "bwd", "fwd+bwd", "step")
+QUICK = os.environ.get("ADVSIMPLEX_BENCH_QUICK") == "1"
+
+
+def bench_devices() -> list[str]:
+    """Devices to benchmark: ``$ADVSIMPLEX_BENCH_DEVICE`` (cpu or cuda) or every one present."""
+    wanted = os.environ.get("ADVSIMPLEX_BENCH_DEVICE")
+    present = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return [wanted] if wanted else present
+
+
+def rounds(default: int) -> int:
+    return max(3, default // 4) if QUICK else default
 
 
 @cache

@@ -7,9 +7,11 @@
 // every other step is O(B·K·(d + C)) and fused here.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 #include <torch/library.h>
 
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "simplex_head.h"
@@ -48,12 +50,14 @@ Layout make_layout(int64_t m, int64_t order) {
 template <typename T>
 inline T dot(const T* x, const T* y, int64_t n) {
   T acc = 0;
+#pragma omp simd reduction(+ : acc)
   for (int64_t i = 0; i < n; ++i) acc += x[i] * y[i];
   return acc;
 }
 
 template <typename T>
 inline void axpy(T alpha, const T* x, T* y, int64_t n) {
+#pragma omp simd
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
@@ -136,119 +140,275 @@ void normalize_backward_row(
 }
 
 // ---- class pass ----------------------------------------------------------------------------
-// stats row: [lse, μ_1..μ_{K−1}, ν_1..ν_P]. Sums over the classes accumulate in double (Acc), so
-// that long rows (C up to 32k and more) keep float32 results within 1e-5 of the exact values.
+// stats row: [lse, μ_1..μ_{K−1}, ν_1..ν_P]. Classes are processed kLanes at a time: the per-class math
+// of simplex_head.h is instantiated on Pack (kLanes values, one per class), which the compiler turns
+// into SIMD code; the last C mod kLanes classes use the same code on scalars. Sums over the classes
+// are flushed into double accumulators every kFlush packs, so that long rows (C up to 32k and more)
+// keep float32 results within 1e-5 of the exact values.
 using Acc = double;
+constexpr int kLanes = 8;
+constexpr int kFlush = 64;
 
-template <typename T>
-struct RowScratch {
-  std::vector<T> zhat, u, w, h, ubar, hbar, G;
-  std::vector<Acc> omega, sums;
-  explicit RowScratch(const Layout& L)
-      : zhat(L.K - 1), u(L.m), w(L.P), h(L.P), ubar(L.m), hbar(L.P), G(L.S), omega(L.S), sums(L.K + L.P) {}
+template <typename S, int N>
+struct Pack {
+  S v[N];
+  Pack() = default;
+  Pack(S x) {  // NOLINT: implicit broadcast, as the scalar code's T(…) constants need
+    for (int i = 0; i < N; ++i) v[i] = x;
+  }
+  static Pack load(const S* p) {
+    Pack r;
+    for (int i = 0; i < N; ++i) r.v[i] = p[i];
+    return r;
+  }
+  void store(S* p) const {
+    for (int i = 0; i < N; ++i) p[i] = v[i];
+  }
+  Pack& operator+=(const Pack& b) {
+    for (int i = 0; i < N; ++i) v[i] += b.v[i];
+    return *this;
+  }
+  Pack& operator-=(const Pack& b) {
+    for (int i = 0; i < N; ++i) v[i] -= b.v[i];
+    return *this;
+  }
+  friend Pack operator+(Pack a, const Pack& b) { return a += b; }
+  friend Pack operator-(Pack a, const Pack& b) { return a -= b; }
+  friend Pack operator*(Pack a, const Pack& b) {
+    for (int i = 0; i < N; ++i) a.v[i] *= b.v[i];
+    return a;
+  }
 };
 
+// Lane access for scalars (one class) and packs (kLanes classes).
+template <typename V>
+struct Lanes {
+  using S = V;
+  static constexpr int N = 1;
+  static V load(const S* p) { return *p; }
+  static void store(S* p, const V& v) { *p = v; }
+  static V exp(const V& v) { return std::exp(v); }
+  static Acc sum(const V& v) { return Acc(v); }
+  static V onehot(int64_t c0, int64_t y) { return c0 == y ? V(1) : V(0); }
+};
+
+template <typename S, int N>
+struct Lanes<Pack<S, N>> {
+  using V = Pack<S, N>;
+  static constexpr int kN = N;
+  static V load(const S* p) { return V::load(p); }
+  static void store(S* p, const V& v) { v.store(p); }
+  static V exp(V v) {
+    for (int i = 0; i < N; ++i) v.v[i] = std::exp(v.v[i]);
+    return v;
+  }
+  static Acc sum(const V& v) {
+    Acc r = 0;
+    for (int i = 0; i < N; ++i) r += v.v[i];
+    return r;
+  }
+  static V onehot(int64_t c0, int64_t y) {
+    V r(S(0));
+    if (y >= c0 && y < c0 + N) r.v[y - c0] = S(1);
+    return r;
+  }
+};
+
+template <typename V>
+constexpr int lane_count() {
+  if constexpr (std::is_arithmetic_v<V>)
+    return 1;
+  else
+    return Lanes<V>::kN;
+}
+
 template <typename T>
-void softmax_stats(const Layout& L, const T* z, int64_t C, T* stats, RowScratch<T>& R) {
+void softmax_stats(const Layout& L, const T* z, int64_t C, T* stats, std::vector<T>& g) {
   T mx = -INFINITY;
   for (int64_t c = 0; c < C; ++c) mx = std::max(mx, z[c]);
   Acc se = 0;
+#pragma omp simd reduction(+ : se)
   for (int64_t c = 0; c < C; ++c) se += std::exp(z[c] - mx);
   const T lse = mx + T(std::log(se));
   stats[0] = lse;
-  Acc* mu = R.sums.data();
-  for (int x = 0; x < L.K - 1; ++x) mu[x] = 0;
-  for (int64_t c = 0; c < C; ++c) {
-    const T g = std::exp(z[c] - lse);
-    for (int x = 1; x < L.K; ++x) mu[x - 1] += g * z[x * C + c];
+  for (int64_t c = 0; c < C; ++c) g[c] = std::exp(z[c] - lse);
+  for (int x = 1; x < L.K; ++x) {
+    const T* zx = z + x * C;
+    Acc mu = 0;
+#pragma omp simd reduction(+ : mu)
+    for (int64_t c = 0; c < C; ++c) mu += g[c] * zx[c];
+    stats[x] = T(mu);
   }
-  for (int x = 1; x < L.K; ++x) stats[x] = T(mu[x - 1]);
-  Acc* nu = R.sums.data() + L.K;
-  for (int p = 0; p < L.P; ++p) nu[p] = 0;
-  const T* m = stats + 1;
-  for (int64_t c = 0; c < C; ++c) {
-    const T g = std::exp(z[c] - lse);
-    for (int p = 0; p < L.P; ++p)
-      nu[p] += g * (z[(1 + L.pair_a[p]) * C + c] - m[L.pair_a[p]]) * (z[(1 + L.pair_b[p]) * C + c] - m[L.pair_b[p]]);
+  for (int p = 0; p < L.P; ++p) {
+    const T *za = z + (1 + L.pair_a[p]) * C, *zb = z + (1 + L.pair_b[p]) * C;
+    const T ma = stats[1 + L.pair_a[p]], mb = stats[1 + L.pair_b[p]];
+    Acc nu = 0;
+#pragma omp simd reduction(+ : nu)
+    for (int64_t c = 0; c < C; ++c) nu += g[c] * (za[c] - ma) * (zb[c] - mb);
+    stats[L.K + p] = T(nu);
   }
-  for (int p = 0; p < L.P; ++p) stats[L.K + p] = T(nu[p]);
 }
 
-// g, ẑ (vertex then pair streams), u, w, h of class c.
-template <typename T>
-inline T load_class(const Layout& L, const T* z, const T* stats, int64_t C, int64_t c, RowScratch<T>& R) {
-  const T g = std::exp(z[c] - stats[0]);
-  for (int x = 1; x < L.K; ++x) R.zhat[x - 1] = z[x * C + c] - stats[x];
-  head::class_derivatives<T>(
-      g, R.zhat.data(), R.zhat.data() + L.m, stats + L.K, L.pair_a.data(), L.pair_b.data(), L.m, L.P, R.u.data(),
-      R.w.data(), R.h.data());
-  return g;
+// Per-row, per-lane-type state: broadcast row statistics and per-class scratch.
+template <typename T, typename V, int W>
+struct RowState {
+  const Layout& L;
+  Coefficients<V> cf;
+  Moments<V, W> M;
+  V lse;
+  std::vector<V> mu, nu, zhat, u, w, h, ubar, hbar, G, alpha, beta, zbar_v, zbar_p;
+  RowState(const Layout& layout, int64_t variant, double kappa)
+      : L(layout), cf(head::variant_coefficients<V>(variant, kappa)), lse(T(0)), mu(L.K - 1), nu(L.P),
+        zhat(L.K - 1), u(L.m), w(L.P), h(L.P), ubar(L.m), hbar(L.P), G(L.S), alpha(L.m), beta(L.P), zbar_v(L.m),
+        zbar_p(L.P) {
+    M.init();
+  }
+  void set_row(const T* stats) {
+    lse = V(stats[0]);
+    for (int x = 1; x < L.K; ++x) mu[x - 1] = V(stats[x]);
+    for (int p = 0; p < L.P; ++p) nu[p] = V(stats[L.K + p]);
+  }
+  // g, ẑ, u, w, h of the classes c..c+lanes−1.
+  V load(const T* z, int64_t C, int64_t c) {
+    const V g = Lanes<V>::exp(Lanes<V>::load(z + c) - lse);
+    for (int x = 1; x < L.K; ++x) zhat[x - 1] = Lanes<V>::load(z + x * C + c) - mu[x - 1];
+    head::class_derivatives<V>(
+        g, zhat.data(), zhat.data() + L.m, nu.data(), L.pair_a.data(), L.pair_b.data(), L.m, L.P, u.data(), w.data(),
+        h.data());
+    return g;
+  }
+};
+
+// Σ over classes [c0, c1) of φ_s, added to omega (double).
+template <typename T, typename V, int W>
+void omega_range(RowState<T, V, W>& R, const T* z, int64_t C, int64_t c0, int64_t c1, Acc* omega) {
+  constexpr int N = lane_count<V>();
+  const Layout& L = R.L;
+  std::vector<V> part(L.S, V(T(0)));
+  int packs = 0;
+  for (int64_t c = c0; c + N <= c1; c += N) {
+    R.load(z, C, c);
+    head::class_omega<V, W, V>(R.M, R.cf, R.u.data(), R.h.data(), L.lookup.data(), L.S, part.data());
+    if (++packs == kFlush || c + 2 * N > c1) {
+      for (int s = 0; s < L.S; ++s) {
+        omega[s] += Lanes<V>::sum(part[s]);
+        part[s] = V(T(0));
+      }
+      packs = 0;
+    }
+  }
 }
 
 template <typename T, int W>
 void class_forward_row(
-    const Layout& L, const Coefficients<T>& cf, const Moments<T, W>& M, const T* z, int64_t C, int64_t y,
-    const T* weights, T lam, T* loss, T* omega, T* stats, RowScratch<T>& R) {
-  softmax_stats(L, z, C, stats, R);
-  for (int s = 0; s < L.S; ++s) R.omega[s] = 0;
-  for (int64_t c = 0; c < C; ++c) {
-    load_class(L, z, stats, C, c, R);
-    head::class_omega<T, W, Acc>(M, cf, R.u.data(), R.h.data(), L.lookup.data(), L.S, R.omega.data());
-  }
+    const Layout& L, int64_t variant, double kappa, const T* z, int64_t C, int64_t y, const T* weights, T lam,
+    T* loss, T* omega, T* stats, std::vector<T>& g) {
+  softmax_stats(L, z, C, stats, g);
+  std::vector<Acc> om(L.S, 0);
+  const int64_t vec_end = C - C % kLanes;
+  RowState<T, Pack<T, kLanes>, W> RV(L, variant, kappa);
+  RV.set_row(stats);
+  omega_range(RV, z, C, 0, vec_end, om.data());
+  RowState<T, T, W> RS(L, variant, kappa);
+  RS.set_row(stats);
+  omega_range(RS, z, C, vec_end, C, om.data());
   Acc total = Acc(stats[0]) - Acc(z[y]);
   for (int s = 0; s < L.S; ++s) {
-    omega[s] = T(R.omega[s]);
-    total += Acc(lam) * Acc(weights[s]) * R.omega[s];
+    omega[s] = T(om[s]);
+    total += Acc(lam) * Acc(weights[s]) * om[s];
   }
   *loss = T(total);
 }
 
+// Backward pass A over classes [c0, c1): stage α, β in dz, accumulate B_p, S_a, GG (double).
+template <typename T, typename V, int W>
+void stage_range(
+    RowState<T, V, W>& R, const T* z, int64_t C, int64_t c0, int64_t c1, T* dz, Acc* Bp, Acc* Sa, Acc* GG) {
+  constexpr int N = lane_count<V>();
+  const Layout& L = R.L;
+  std::vector<V> bp(L.P, V(T(0))), sa(L.m, V(T(0)));
+  V gg(T(0));
+  int packs = 0;
+  for (int64_t c = c0; c + N <= c1; c += N) {
+    const V g = R.load(z, C, c);
+    head::class_omega_grad<V, W>(
+        R.M, R.cf, R.u.data(), R.h.data(), L.lookup.data(), L.S, L.m, L.P, R.G.data(), R.ubar.data(), R.hbar.data());
+    head::class_stage_adjoints<V, V>(
+        g, R.zhat.data(), R.w.data(), R.ubar.data(), R.hbar.data(), L.pair_a.data(), L.pair_b.data(), L.m, L.P,
+        R.alpha.data(), R.beta.data(), bp.data(), sa.data(), &gg);
+    for (int a = 0; a < L.m; ++a) Lanes<V>::store(dz + (1 + a) * C + c, R.alpha[a]);
+    for (int p = 0; p < L.P; ++p) Lanes<V>::store(dz + (1 + L.m + p) * C + c, R.beta[p]);
+    if (++packs == kFlush || c + 2 * N > c1) {
+      for (int p = 0; p < L.P; ++p) Bp[p] += Lanes<V>::sum(bp[p]), bp[p] = V(T(0));
+      for (int a = 0; a < L.m; ++a) Sa[a] += Lanes<V>::sum(sa[a]), sa[a] = V(T(0));
+      *GG += Lanes<V>::sum(gg);
+      gg = V(T(0));
+      packs = 0;
+    }
+  }
+}
+
+// Backward pass B over classes [c0, c1): the final adjoints of every stream.
+template <typename T, typename V, int W>
+void final_range(
+    RowState<T, V, W>& R, const T* z, int64_t C, int64_t c0, int64_t c1, int64_t y, T gl, const std::vector<V>& Bp,
+    const std::vector<V>& Sa, V gg_total, T* dz) {
+  constexpr int N = lane_count<V>();
+  const Layout& L = R.L;
+  for (int64_t c = c0; c + N <= c1; c += N) {
+    const V g = R.load(z, C, c);
+    for (int a = 0; a < L.m; ++a) R.alpha[a] = Lanes<V>::load(dz + (1 + a) * C + c);
+    for (int p = 0; p < L.P; ++p) R.beta[p] = Lanes<V>::load(dz + (1 + L.m + p) * C + c);
+    const V zbar0 = head::class_final_adjoints<V>(
+        g, R.zhat.data(), R.zhat.data() + L.m, R.w.data(), Bp.data(), Sa.data(), gg_total, L.pair_a.data(),
+        L.pair_b.data(), L.m, L.P, R.alpha.data(), R.beta.data(), R.zbar_v.data(), R.zbar_p.data());
+    for (int a = 0; a < L.m; ++a) Lanes<V>::store(dz + (1 + a) * C + c, R.zbar_v[a]);
+    for (int p = 0; p < L.P; ++p) Lanes<V>::store(dz + (1 + L.m + p) * C + c, R.zbar_p[p]);
+    Lanes<V>::store(dz + c, zbar0 + V(gl) * (g - Lanes<V>::onehot(c, y)));
+  }
+}
+
 template <typename T, int W>
 void class_backward_row(
-    const Layout& L, const Coefficients<T>& cf, const Moments<T, W>& M, const T* z, const T* stats, int64_t C,
-    int64_t y, const T* weights, T lam, T gl, const T* gomega, T* dz, RowScratch<T>& R) {
-  for (int s = 0; s < L.S; ++s) R.G[s] = (gomega ? gomega[s] : T(0)) + gl * lam * weights[s];
-  const T* nu = stats + L.K;
-  std::vector<Acc> Bp_acc(L.P, 0), Sa_acc(L.m, 0);
+    const Layout& L, int64_t variant, double kappa, const T* z, const T* stats, int64_t C, int64_t y,
+    const T* weights, T lam, T gl, const T* gomega, T* dz) {
+  using VP = Pack<T, kLanes>;
+  RowState<T, VP, W> RV(L, variant, kappa);
+  RowState<T, T, W> RS(L, variant, kappa);
+  RV.set_row(stats);
+  RS.set_row(stats);
+  for (int s = 0; s < L.S; ++s) {
+    const T G = (gomega ? gomega[s] : T(0)) + gl * lam * weights[s];
+    RV.G[s] = VP(G);
+    RS.G[s] = G;
+  }
+  const int64_t vec_end = C - C % kLanes;
+  std::vector<Acc> Bp(L.P, 0), Sa(L.m, 0);
   Acc GG = 0;
-  // pass A: α_a = g ū_a, β_p = g h̄_p into dz (scratch); row sums B_p, S_a, GG.
-  for (int64_t c = 0; c < C; ++c) {
-    const T g = load_class(L, z, stats, C, c, R);
-    head::class_omega_grad<T, W>(
-        M, cf, R.u.data(), R.h.data(), L.lookup.data(), L.S, L.m, L.P, R.G.data(), R.ubar.data(), R.hbar.data());
-    head::class_stage_adjoints<T, Acc>(
-        g, R.zhat.data(), R.w.data(), R.ubar.data(), R.hbar.data(), L.pair_a.data(), L.pair_b.data(), L.m, L.P,
-        dz + c, C, Bp_acc.data(), Sa_acc.data(), &GG);
-  }
-  for (int p = 0; p < L.P; ++p) GG -= Bp_acc[p] * nu[p];
-  const std::vector<T> Bp(Bp_acc.begin(), Bp_acc.end()), Sa(Sa_acc.begin(), Sa_acc.end());
-  const T gg_total = T(GG);
-  // pass B: final adjoints of every stream.
-  for (int64_t c = 0; c < C; ++c) {
-    const T g = load_class(L, z, stats, C, c, R);
-    head::class_final_adjoints<T>(
-        g, R.zhat.data(), R.zhat.data() + L.m, R.w.data(), Bp.data(), Sa.data(), gg_total, gl, c == y,
-        L.pair_a.data(), L.pair_b.data(), L.m, L.P, R.ubar.data(), dz + c, C);
-  }
+  stage_range(RV, z, C, 0, vec_end, dz, Bp.data(), Sa.data(), &GG);
+  stage_range(RS, z, C, vec_end, C, dz, Bp.data(), Sa.data(), &GG);
+  for (int p = 0; p < L.P; ++p) GG -= Bp[p] * Acc(stats[L.K + p]);
+  std::vector<T> bp(Bp.begin(), Bp.end()), sa(Sa.begin(), Sa.end());
+  std::vector<VP> bpv(bp.begin(), bp.end()), sav(sa.begin(), sa.end());
+  final_range(RV, z, C, 0, vec_end, y, gl, bpv, sav, VP(T(GG)), dz);
+  final_range(RS, z, C, vec_end, C, y, gl, bp, sa, T(GG), dz);
 }
 
 template <typename T, int W>
 void class_forward(
     const Layout& L, int64_t variant, double kappa, const Tensor& Z, const Tensor& labels, const Tensor& weights,
     double lam, Tensor& loss, Tensor& omega, Tensor& stats) {
-  const auto cf = head::variant_coefficients<T>(variant, kappa);
-  Moments<T, W> M;
-  M.init();
   const int64_t B = Z.size(0), C = Z.size(2);
   const T* z = Z.data_ptr<T>();
   const int64_t* y = labels.data_ptr<int64_t>();
   const T* w = weights.data_ptr<T>();
   T *lo = loss.data_ptr<T>(), *om = omega.data_ptr<T>(), *st = stats.data_ptr<T>();
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    RowScratch<T> R(L);
+    std::vector<T> g(C);
     for (int64_t b = begin; b < end; ++b)
       class_forward_row<T, W>(
-          L, cf, M, z + b * L.K * C, C, y[b], w + b * L.S, T(lam), lo + b, om + b * L.S, st + b * (L.K + L.P), R);
+          L, variant, kappa, z + b * L.K * C, C, y[b], w + b * L.S, T(lam), lo + b, om + b * L.S,
+          st + b * (L.K + L.P), g);
   });
 }
 
@@ -256,20 +416,16 @@ template <typename T, int W>
 void class_backward(
     const Layout& L, int64_t variant, double kappa, const Tensor& Z, const Tensor& stats, const Tensor& labels,
     const Tensor& weights, double lam, const Tensor& grad_loss, const c10::optional<Tensor>& grad_omega, Tensor& dZ) {
-  const auto cf = head::variant_coefficients<T>(variant, kappa);
-  Moments<T, W> M;
-  M.init();
   const int64_t B = Z.size(0), C = Z.size(2);
   const T *z = Z.data_ptr<T>(), *st = stats.data_ptr<T>(), *w = weights.data_ptr<T>(), *gl = grad_loss.data_ptr<T>();
   const T* go = grad_omega.has_value() ? grad_omega->data_ptr<T>() : nullptr;
   const int64_t* y = labels.data_ptr<int64_t>();
   T* dz = dZ.data_ptr<T>();
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    RowScratch<T> R(L);
     for (int64_t b = begin; b < end; ++b)
       class_backward_row<T, W>(
-          L, cf, M, z + b * L.K * C, st + b * (L.K + L.P), C, y[b], w + b * L.S, T(lam), gl[b],
-          go ? go + b * L.S : nullptr, dz + b * L.K * C, R);
+          L, variant, kappa, z + b * L.K * C, st + b * (L.K + L.P), C, y[b], w + b * L.S, T(lam), gl[b],
+          go ? go + b * L.S : nullptr, dz + b * L.K * C);
   });
 }
 
@@ -296,24 +452,30 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> simplex_head_forward_cpu(
   const Tensor y = labels.to(at::kLong).contiguous();
   const int64_t B = f.size(0), d = f.size(1), C = text.size(0);
   Tensor Ns = at::empty({B, L.K, d}, f.options());
-  AT_DISPATCH_FLOATING_TYPES(ct, "simplex_head_normalize_cpu", [&] {
-    const scalar_t *pf = f.data_ptr<scalar_t>(), *p1 = F1.data_ptr<scalar_t>(), *p2 = F2.data_ptr<scalar_t>();
-    scalar_t* out = Ns.data_ptr<scalar_t>();
-    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b)
-        normalize_forward_row<scalar_t>(
-            L, pf + b * d, p1 + b * L.m * d, p2 + b * L.P * d, scalar_t(logit_scale), d, out + b * L.K * d);
+  {
+    RECORD_FUNCTION("simplex_head::normalize_forward", std::vector<c10::IValue>());
+    AT_DISPATCH_FLOATING_TYPES(ct, "simplex_head_normalize_cpu", [&] {
+      const scalar_t *pf = f.data_ptr<scalar_t>(), *p1 = F1.data_ptr<scalar_t>(), *p2 = F2.data_ptr<scalar_t>();
+      scalar_t* out = Ns.data_ptr<scalar_t>();
+      at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b)
+          normalize_forward_row<scalar_t>(
+              L, pf + b * d, p1 + b * L.m * d, p2 + b * L.P * d, scalar_t(logit_scale), d, out + b * L.K * d);
+      });
     });
-  });
+  }
   Tensor Z = at::mm(Ns.view({B * L.K, d}), text.t()).view({B, L.K, C});
   Tensor loss = at::empty({B}, f.options()), omega = at::empty({B, L.S}, f.options());
   Tensor stats = at::empty({B, L.K + L.P}, f.options());
-  AT_DISPATCH_FLOATING_TYPES(ct, "simplex_head_class_forward_cpu", [&] {
-    if (L.W == 2)
-      class_forward<scalar_t, 2>(L, variant, kappa, Z, y, weights, lam, loss, omega, stats);
-    else
-      class_forward<scalar_t, 3>(L, variant, kappa, Z, y, weights, lam, loss, omega, stats);
-  });
+  {
+    RECORD_FUNCTION("simplex_head::class_forward", std::vector<c10::IValue>());
+    AT_DISPATCH_FLOATING_TYPES(ct, "simplex_head_class_forward_cpu", [&] {
+      if (L.W == 2)
+        class_forward<scalar_t, 2>(L, variant, kappa, Z, y, weights, lam, loss, omega, stats);
+      else
+        class_forward<scalar_t, 3>(L, variant, kappa, Z, y, weights, lam, loss, omega, stats);
+    });
+  }
   return {loss, omega, Z, Ns, stats};
 }
 
@@ -321,7 +483,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> simplex_head_backward_cpu(
     const Tensor& grad_loss_in, const c10::optional<Tensor>& grad_omega_in, const Tensor& f_in, const Tensor& F1_in,
     const Tensor& F2_in, const Tensor& text_in, const Tensor& labels, const Tensor& weights_in, const Tensor& Z,
     const Tensor& Ns, const Tensor& stats, double logit_scale, double lam, int64_t variant, double kappa,
-    int64_t order) {
+    int64_t order, bool text_grad) {
   const Layout L = make_layout(F1_in.size(1), order);
   const auto ct = compute_type(f_in);
   const Tensor f = f_in.to(ct).contiguous(), F1 = F1_in.to(ct).contiguous(), F2 = F2_in.to(ct).contiguous();
@@ -331,28 +493,35 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> simplex_head_backward_cpu(
   if (grad_omega_in.has_value() && grad_omega_in->defined()) grad_omega = grad_omega_in->to(ct).contiguous();
   const int64_t B = f.size(0), d = f.size(1), C = text.size(0);
   Tensor dZ = at::empty_like(Z);
-  AT_DISPATCH_FLOATING_TYPES(ct, "simplex_head_class_backward_cpu", [&] {
-    if (L.W == 2)
-      class_backward<scalar_t, 2>(L, variant, kappa, Z, stats, y, weights, lam, grad_loss, grad_omega, dZ);
-    else
-      class_backward<scalar_t, 3>(L, variant, kappa, Z, stats, y, weights, lam, grad_loss, grad_omega, dZ);
-  });
+  {
+    RECORD_FUNCTION("simplex_head::class_backward", std::vector<c10::IValue>());
+    AT_DISPATCH_FLOATING_TYPES(ct, "simplex_head_class_backward_cpu", [&] {
+      if (L.W == 2)
+        class_backward<scalar_t, 2>(L, variant, kappa, Z, stats, y, weights, lam, grad_loss, grad_omega, dZ);
+      else
+        class_backward<scalar_t, 3>(L, variant, kappa, Z, stats, y, weights, lam, grad_loss, grad_omega, dZ);
+    });
+  }
   const Tensor dZ2 = dZ.view({B * L.K, C});
   // Z = Ns Tᵀ with Ns = s·N, so ∂L/∂N = s·(dZ T) and ∂L/∂T = dZᵀ Ns.
   Tensor gN = at::mm(dZ2, text).mul_(logit_scale).view({B, L.K, d});
-  Tensor dtext = at::mm(dZ2.t(), Ns.view({B * L.K, d}));
+  // dT only when T needs a gradient (training freezes the text tower): one GEMM less.
+  Tensor dtext = text_grad ? at::mm(dZ2.t(), Ns.view({B * L.K, d})) : at::empty({0}, f.options());
   Tensor df = at::empty_like(f), dF1 = at::empty_like(F1), dF2 = at::empty_like(F2);
-  AT_DISPATCH_FLOATING_TYPES(ct, "simplex_head_normalize_backward_cpu", [&] {
-    const scalar_t *pf = f.data_ptr<scalar_t>(), *p1 = F1.data_ptr<scalar_t>(), *p2 = F2.data_ptr<scalar_t>();
-    const scalar_t* pg = gN.data_ptr<scalar_t>();
-    scalar_t *qf = df.data_ptr<scalar_t>(), *q1 = dF1.data_ptr<scalar_t>(), *q2 = dF2.data_ptr<scalar_t>();
-    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b)
-        normalize_backward_row<scalar_t>(
-            L, pf + b * d, p1 + b * L.m * d, p2 + b * L.P * d, pg + b * L.K * d, d, qf + b * d, q1 + b * L.m * d,
-            q2 + b * L.P * d);
+  {
+    RECORD_FUNCTION("simplex_head::normalize_backward", std::vector<c10::IValue>());
+    AT_DISPATCH_FLOATING_TYPES(ct, "simplex_head_normalize_backward_cpu", [&] {
+      const scalar_t *pf = f.data_ptr<scalar_t>(), *p1 = F1.data_ptr<scalar_t>(), *p2 = F2.data_ptr<scalar_t>();
+      const scalar_t* pg = gN.data_ptr<scalar_t>();
+      scalar_t *qf = df.data_ptr<scalar_t>(), *q1 = dF1.data_ptr<scalar_t>(), *q2 = dF2.data_ptr<scalar_t>();
+      at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b)
+          normalize_backward_row<scalar_t>(
+              L, pf + b * d, p1 + b * L.m * d, p2 + b * L.P * d, pg + b * L.K * d, d, qf + b * d, q1 + b * L.m * d,
+              q2 + b * L.P * d);
+      });
     });
-  });
+  }
   return {df.to(f_in.scalar_type()), dF1.to(F1_in.scalar_type()), dF2.to(F2_in.scalar_type()),
           dtext.to(text_in.scalar_type())};
 }
@@ -367,7 +536,7 @@ TORCH_LIBRARY_FRAGMENT(advsimplex, m) {
   m.def(
       "simplex_head_backward(Tensor grad_loss, Tensor? grad_omega, Tensor f, Tensor F1, Tensor F2, Tensor text, "
       "Tensor labels, Tensor weights, Tensor logits, Tensor normalized, Tensor stats, float logit_scale, float lam, "
-      "int variant, float kappa, int order) -> (Tensor df, Tensor dF1, Tensor dF2, Tensor dtext)");
+      "int variant, float kappa, int order, bool text_grad) -> (Tensor df, Tensor dF1, Tensor dF2, Tensor dtext)");
 }
 
 TORCH_LIBRARY_IMPL(advsimplex, CPU, m) {

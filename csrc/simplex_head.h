@@ -92,7 +92,7 @@ ADVSIMPLEX_HD int band_num_pairs(int m, int W) { return band_pair_index(m, 0, m,
 // φ_s for one class from the simplex-local U[W] and H[W][W] (spec §5).
 template <typename T, int W>
 ADVSIMPLEX_HD T simplex_phi(const Moments<T, W>& M, const T* U, const T (*H)[W], const Coefficients<T>& c) {
-  T jp2 = 0, q = 0, jpq = 0, q2 = 0;
+  T jp2 = T(0), q = T(0), jpq = T(0), q2 = T(0);
   for (int k = 0; k < W; ++k)
     for (int l = 0; l < W; ++l) {
       jp2 += M.m2[k][l] * U[k] * U[l];
@@ -109,11 +109,11 @@ ADVSIMPLEX_HD T simplex_phi(const Moments<T, W>& M, const T* U, const T (*H)[W],
 template <typename T, int W>
 ADVSIMPLEX_HD void simplex_phi_grad(
     const Moments<T, W>& M, const T* U, const T (*H)[W], const Coefficients<T>& c, T G, T* dU, T (*dH)[W]) {
-  T q = 0;
+  T q = T(0);
   for (int k = 0; k < W; ++k)
     for (int l = 0; l < W; ++l) q += M.m2[k][l] * H[k][l];
   for (int k = 0; k < W; ++k) {
-    T du = 0;
+    T du = T(0);
     for (int l = 0; l < W; ++l) {
       du += T(2) * c.jp2 * M.m2[k][l] * U[l];
       for (int n = 0; n < W; ++n) du += c.jpq * M.m3[k][l][n] * H[l][n];
@@ -165,19 +165,19 @@ template <typename T, int W>
 ADVSIMPLEX_HD void class_omega_grad(
     const Moments<T, W>& M, const Coefficients<T>& c, const T* u, const T* h, const int* lookup, int S, int m, int P,
     const T* G, T* ubar, T* hbar) {
-  for (int a = 0; a < m; ++a) ubar[a] = 0;
-  for (int p = 0; p < P; ++p) hbar[p] = 0;
+  for (int a = 0; a < m; ++a) ubar[a] = T(0);
+  for (int p = 0; p < P; ++p) hbar[p] = T(0);
   T U[W], H[W][W], dU[W], dH[W][W];
   int idx[W][W];
   for (int s = 0; s < S; ++s) {
     for (int k = 0; k < W; ++k) {
       U[k] = u[s + k];
-      dU[k] = 0;
+      dU[k] = T(0);
       for (int l = 0; l < W; ++l) {
         const int lo = k < l ? k : l, hi = k < l ? l : k;
         idx[k][l] = lookup[(s + lo) * W + (hi - lo)];
         H[k][l] = h[idx[k][l]];
-        dH[k][l] = 0;
+        dH[k][l] = T(0);
       }
     }
     simplex_phi_grad<T, W>(M, U, H, c, G[s], dU, dH);
@@ -188,55 +188,52 @@ ADVSIMPLEX_HD void class_omega_grad(
   }
 }
 
-// Backward pass A for one class (dz_col: this class's column of the row's (K, C) block, stride C):
-// stages α_a = g ū_a and β_p = g h̄_p in dz and accumulates the row sums
-// B_p += β_p, S_a += α_a + Σ_{p∋a} β_p ẑ_other(p, a), GG += Σ_a α_a ẑ_a + Σ_p β_p w_p.
+// Backward pass A for one class: α_a = g ū_a and β_p = g h̄_p (written to alpha[m], beta[P]; the
+// caller stages them in dZ) and the row sums B_p += β_p, S_a += α_a + Σ_{p∋a} β_p ẑ_other(p, a),
+// GG += Σ_a α_a ẑ_a + Σ_p β_p w_p.
 template <typename T, typename Acc>
 ADVSIMPLEX_HD void class_stage_adjoints(
     T g, const T* zv, const T* w, const T* ubar, const T* hbar, const int* pair_a, const int* pair_b, int m, int P,
-    T* dz_col, int64_t C, Acc* Bp, Acc* Sa, Acc* GG) {
+    T* alpha, T* beta, Acc* Bp, Acc* Sa, Acc* GG) {
   for (int a = 0; a < m; ++a) {
-    const T alpha = g * ubar[a];
-    dz_col[(1 + a) * C] = alpha;
-    Sa[a] += alpha;
-    *GG += alpha * zv[a];
+    alpha[a] = g * ubar[a];
+    Sa[a] += alpha[a];
+    *GG += alpha[a] * zv[a];
   }
   for (int p = 0; p < P; ++p) {
-    const T beta = g * hbar[p];
-    dz_col[(1 + m + p) * C] = beta;
-    Bp[p] += beta;
-    Sa[pair_a[p]] += beta * zv[pair_b[p]];
-    Sa[pair_b[p]] += beta * zv[pair_a[p]];
-    *GG += beta * w[p];
+    beta[p] = g * hbar[p];
+    Bp[p] += beta[p];
+    Sa[pair_a[p]] += beta[p] * zv[pair_b[p]];
+    Sa[pair_b[p]] += beta[p] * zv[pair_a[p]];
+    *GG += beta[p] * w[p];
   }
 }
 
-// Backward pass B for one class: the final adjoints of every stream, from the staged α, β and the
-// row sums (gg_total = GG − Σ_p B_p ν_p). zbar_v: scratch of m values.
+// Backward pass B for one class: the final adjoints of every stream from the staged α (m), β (P) and the
+// row sums (gg_total = GG − Σ_p B_p ν_p); the caller adds the cross-entropy term γ (g − [c = y]) to z̄_0.
 //   z̄_a = α_a + Σ_{p∋a} (β_p − B_p g) ẑ_other − g S_a,   z̄_p = β_p − g B_p,
-//   z̄_0 = Σ α ẑ + Σ β w − g (gg_total + Σ_a S_a ẑ_a + Σ_p B_p (ẑ_a ẑ_b + ẑ_p)) + γ (g − [c = y]).
+//   z̄_0 = Σ α ẑ + Σ β w − g (gg_total + Σ_a S_a ẑ_a + Σ_p B_p (ẑ_a ẑ_b + ẑ_p)).
 template <typename T>
-ADVSIMPLEX_HD void class_final_adjoints(
-    T g, const T* zv, const T* zp, const T* w, const T* Bp, const T* Sa, T gg_total, T grad_loss, bool is_label,
-    const int* pair_a, const int* pair_b, int m, int P, T* zbar_v, T* dz_col, int64_t C) {
-  T direct = 0, centred = gg_total;
+ADVSIMPLEX_HD T class_final_adjoints(
+    T g, const T* zv, const T* zp, const T* w, const T* Bp, const T* Sa, T gg_total, const int* pair_a,
+    const int* pair_b, int m, int P, const T* alpha, const T* beta, T* zbar_v, T* zbar_p) {
+  T direct = T(0), centred = gg_total;
   for (int a = 0; a < m; ++a) {
-    zbar_v[a] = dz_col[(1 + a) * C];  // α_a
-    direct += zbar_v[a] * zv[a];
+    zbar_v[a] = alpha[a];
+    direct += alpha[a] * zv[a];
     centred += Sa[a] * zv[a];
   }
   for (int p = 0; p < P; ++p) {
     const int a = pair_a[p], b = pair_b[p];
-    const T beta = dz_col[(1 + m + p) * C];
-    direct += beta * w[p];
+    direct += beta[p] * w[p];
     centred += Bp[p] * (zv[a] * zv[b] + zp[p]);
-    const T coupling = beta - Bp[p] * g;
+    const T coupling = beta[p] - Bp[p] * g;
     zbar_v[a] += coupling * zv[b];
     zbar_v[b] += coupling * zv[a];
-    dz_col[(1 + m + p) * C] = beta - g * Bp[p];
+    zbar_p[p] = beta[p] - g * Bp[p];
   }
-  for (int a = 0; a < m; ++a) dz_col[(1 + a) * C] = zbar_v[a] - g * Sa[a];
-  dz_col[0] = direct - g * centred + grad_loss * (g - (is_label ? T(1) : T(0)));
+  for (int a = 0; a < m; ++a) zbar_v[a] -= g * Sa[a];
+  return direct - g * centred;
 }
 
 }  // namespace head

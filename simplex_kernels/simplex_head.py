@@ -77,9 +77,9 @@ def forward(
 def backward(
     grad_loss: Tensor, grad_omega: Tensor | None, f: Tensor, F1: Tensor, F2: Tensor, text: Tensor, labels: Tensor,
     weights: Tensor, logits: Tensor, normalized: Tensor, stats: Tensor,
-    logit_scale: float, lam: float, variant: int, kappa: float, order: int,
+    logit_scale: float, lam: float, variant: int, kappa: float, order: int, text_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
-    """Host side of the backward op: (df, dF1, dF2, dtext) in the inputs' dtypes."""
+    """Host side of the backward op: (df, dF1, dF2, dtext) in the inputs' dtypes (dtext empty unless text_grad)."""
     dtypes = (f.dtype, F1.dtype, F2.dtype, text.dtype)
     f, F1, F2, text, weights, grad_loss = _as_f32(f, F1, F2, text, weights, grad_loss)
     b, m, d = F1.shape
@@ -96,7 +96,7 @@ def backward(
     )  # fmt: skip
     flat = dlogits.view(b * k, c)
     grad_n = (flat @ text).mul_(logit_scale).view(b, k, d)
-    dtext = flat.t() @ normalized.view(b * k, d)
+    dtext = flat.t() @ normalized.view(b * k, d) if text_grad else text.new_empty((0,))
     df, dF1, dF2 = torch.empty_like(f), torch.empty_like(F1), torch.empty_like(F2)
     wrap_triton(normalize_backward_kernel)[(b,)](
         f, F1, F2, grad_n, lay["pair_a"], lay["pair_b"], df, dF1, dF2, m, p, d,

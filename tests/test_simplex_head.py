@@ -277,3 +277,18 @@ def test_loss_only_backward_and_empty_batch():
     expected = inputs["f"].clone().requires_grad_()
     simplex_head(expected, **rest, backend="reference", **OPTIONS).sum().backward()
     torch.testing.assert_close(f.grad, expected.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("backend", "device"), BACKENDS)
+def test_frozen_text_features(backend, device):
+    """Training freezes the text tower: T gets no gradient (and the backward skips its GEMM)."""
+    inputs = make_inputs(dtype=torch.float32, device=device)
+    rest = {k: inputs[k] for k in ("text_features", "labels", "weights")}
+    results = []
+    for name in (backend, "reference"):
+        leaves = {k: inputs[k].clone().requires_grad_() for k in ("f", "F1", "F2")}
+        loss = simplex_head(**leaves, **rest, backend=name, **OPTIONS)
+        results.append(torch.autograd.grad(loss.sum(), list(leaves.values())))
+    assert rest["text_features"].grad is None
+    for got, ref in zip(*results):
+        assert rel(got, ref) < 1e-5

@@ -354,14 +354,17 @@ __global__ void class_backward_kernel(
     G[s] = (grad_omega ? grad_omega[b * L.S + s] : T(0)) + gl * lam * weights[b * L.S + s];
   __syncthreads();
   ClassState<T> st;
-  T ubar[kMaxM], hbar[kMaxP], part[kMaxR];
+  T ubar[kMaxM], hbar[kMaxP], alpha[kMaxM], beta[kMaxP], part[kMaxR];
   for (int i = 0; i < L.P + L.m + 1; ++i) part[i] = 0;  // [B_p | S_a | GG]
+  // pass A: α = g ū and β = g h̄ staged in dZ; row sums B_p, S_a, GG
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
     const T g = load_class(L, sp, z, stats, C, c, st);
     head::class_omega_grad<T, W>(M, cf, st.u, st.h, sp.lookup, L.S, L.m, L.P, G, ubar, hbar);
     head::class_stage_adjoints<T, T>(
-        g, st.zhat, st.w, ubar, hbar, sp.pair_a, sp.pair_b, L.m, L.P, dz + c, C, part, part + L.P,
+        g, st.zhat, st.w, ubar, hbar, sp.pair_a, sp.pair_b, L.m, L.P, alpha, beta, part, part + L.P,
         part + L.P + L.m);
+    for (int a = 0; a < L.m; ++a) dz[(1 + a) * C + c] = alpha[a];
+    for (int p = 0; p < L.P; ++p) dz[(1 + L.m + p) * C + c] = beta[p];
   }
   block_sum_many(part, L.P + L.m + 1, scratch, sums);
   for (int p = threadIdx.x; p < L.P; p += blockDim.x) Bp[p] = sums[p];
@@ -372,11 +375,16 @@ __global__ void class_backward_kernel(
     misc[0] = total;
   }
   __syncthreads();
+  // pass B: final adjoints of every stream (ubar/hbar reused as z̄ scratch)
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
     const T g = load_class(L, sp, z, stats, C, c, st);
-    head::class_final_adjoints<T>(
-        g, st.zhat, st.zhat + L.m, st.w, Bp, Sa, misc[0], gl, c == y, sp.pair_a, sp.pair_b, L.m, L.P, ubar, dz + c,
-        C);
+    for (int a = 0; a < L.m; ++a) alpha[a] = dz[(1 + a) * C + c];
+    for (int p = 0; p < L.P; ++p) beta[p] = dz[(1 + L.m + p) * C + c];
+    const T zbar0 = head::class_final_adjoints<T>(
+        g, st.zhat, st.zhat + L.m, st.w, Bp, Sa, misc[0], sp.pair_a, sp.pair_b, L.m, L.P, alpha, beta, ubar, hbar);
+    for (int a = 0; a < L.m; ++a) dz[(1 + a) * C + c] = ubar[a];
+    for (int p = 0; p < L.P; ++p) dz[(1 + L.m + p) * C + c] = hbar[p];
+    dz[c] = zbar0 + gl * (g - (c == y ? T(1) : T(0)));
   }
 }
 
@@ -441,7 +449,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> simplex_head_backward_cuda(
     const Tensor& grad_loss_in, const c10::optional<Tensor>& grad_omega_in, const Tensor& f_in, const Tensor& F1_in,
     const Tensor& F2_in, const Tensor& text_in, const Tensor& labels, const Tensor& weights_in, const Tensor& Z,
     const Tensor& Ns, const Tensor& stats, double logit_scale, double lam, int64_t variant, double kappa,
-    int64_t order) {
+    int64_t order, bool text_grad) {
   const c10::cuda::CUDAGuard guard(f_in.device());
   const DeviceLayout L = make_layout(F1_in.size(1), order);
   const auto ct = compute_type(f_in);
@@ -453,7 +461,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> simplex_head_backward_cuda(
   const int64_t B = f.size(0), d = f.size(1), C = text.size(0);
   Tensor dZ = at::empty_like(Z);
   Tensor df = at::empty_like(f), dF1 = at::empty_like(F1), dF2 = at::empty_like(F2);
-  if (B == 0) return {df, dF1, dF2, at::zeros_like(text_in)};
+  if (B == 0) return {df, dF1, dF2, text_grad ? at::zeros_like(text_in) : at::empty({0}, text_in.options())};
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(ct, "simplex_head_class_backward_cuda", [&] {
     const auto cf = head::variant_coefficients<scalar_t>(variant, kappa);
@@ -471,7 +479,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> simplex_head_backward_cuda(
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   const Tensor dZ2 = dZ.view({B * L.K, C});
   Tensor gN = at::mm(dZ2, text).mul_(logit_scale).view({B, L.K, d});
-  Tensor dtext = at::mm(dZ2.t(), Ns.view({B * L.K, d}));
+  Tensor dtext = text_grad ? at::mm(dZ2.t(), Ns.view({B * L.K, d})) : at::empty({0}, f.options());
   AT_DISPATCH_FLOATING_TYPES(ct, "simplex_head_normalize_backward_cuda", [&] {
     normalize_backward_kernel<scalar_t><<<B, kThreads, 0, stream>>>(
         L, f.data_ptr<scalar_t>(), F1.data_ptr<scalar_t>(), F2.data_ptr<scalar_t>(), gN.data_ptr<scalar_t>(), d,

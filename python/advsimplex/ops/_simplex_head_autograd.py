@@ -29,12 +29,15 @@ def fake_forward(f, F1, F2, text, labels, weights, logit_scale, lam, variant, ka
 
 
 def fake_backward(grad_loss, grad_omega, f, F1, F2, text, *rest):
-    return torch.empty_like(f), torch.empty_like(F1), torch.empty_like(F2), torch.empty_like(text)
+    text_grad = rest[-1]
+    dtext = torch.empty_like(text) if text_grad else text.new_empty((0,))
+    return torch.empty_like(f), torch.empty_like(F1), torch.empty_like(F2), dtext
 
 
 def _setup_context(ctx, inputs, output):
     f, F1, F2, text, labels, weights, *options = inputs
     _, _, logits, normalized, stats = output
+    ctx.mark_non_differentiable(logits, normalized, stats)  # saved for the backward only: no zero grads
     ctx.save_for_backward(f, F1, F2, text, labels, weights, logits, normalized, stats)
     ctx.options = tuple(options)
 
@@ -44,10 +47,11 @@ def _make_backward(backward_op):
         f, F1, F2, text, labels, weights, logits, normalized, stats = ctx.saved_tensors
         if grad_loss is None:
             grad_loss = torch.zeros(f.shape[0], dtype=logits.dtype, device=f.device)
+        text_grad = bool(ctx.needs_input_grad[3])
         df, dF1, dF2, dtext = backward_op(
-            grad_loss, grad_omega, f, F1, F2, text, labels, weights, logits, normalized, stats, *ctx.options
+            grad_loss, grad_omega, f, F1, F2, text, labels, weights, logits, normalized, stats, *ctx.options, text_grad
         )
-        return df, dF1, dF2, dtext, None, None, None, None, None, None, None
+        return df, dF1, dF2, dtext if text_grad else None, None, None, None, None, None, None, None
 
     return backward
 

@@ -199,11 +199,11 @@ def _register_triton_ops() -> None:
     def triton_backward(
         grad_loss: Tensor, grad_omega: Tensor | None, f: Tensor, F1: Tensor, F2: Tensor, text: Tensor,
         labels: Tensor, weights: Tensor, logits: Tensor, normalized: Tensor, stats: Tensor,
-        logit_scale: float, lam: float, variant: int, kappa: float, order: int,
+        logit_scale: float, lam: float, variant: int, kappa: float, order: int, text_grad: bool,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
         return kernels.backward(
             grad_loss, grad_omega, f, F1, F2, text, labels, weights, logits, normalized, stats,
-            logit_scale, lam, variant, kappa, order,
+            logit_scale, lam, variant, kappa, order, text_grad,
         )  # fmt: skip
 
     register("advsimplex::simplex_head_triton_forward", "advsimplex::simplex_head_triton_backward")
