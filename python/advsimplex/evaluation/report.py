@@ -4,7 +4,7 @@
   (model, dataset, attack, ε) (attack ``clean`` at ε = 0), as :func:`advsimplex.evaluation.runner.evaluate` makes them.
 - ``report.md``: a summary (average over datasets per model × attack × ε) and, per setting, a table
   models × datasets with the average, like the paper's Tables 2/3 (accuracy in %).
-- ``robustness.png``: accuracy against ε (ε = 0 is clean accuracy), one panel per dataset (+ average).
+- ``robustness.png``: accuracy against ε (ε = 0 is clean accuracy), one panel per attack, averaged over datasets.
 """
 
 from __future__ import annotations
@@ -111,7 +111,11 @@ def _alpha_rule(records: list[dict]) -> str:
 
 
 def plot_robustness(records: list[dict], path: str | os.PathLike) -> Path:
-    """Accuracy (%) against ε·255 per model and attack, one panel per dataset (+ average); writes a PNG."""
+    """Accuracy (%) against ε·255, one panel per attack, one line per model; writes a PNG.
+
+    Each line starts at the clean accuracy (ε = 0). With several datasets a point is the unweighted
+    average over the datasets (the per-dataset numbers are in the tables of :func:`markdown_report`).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,36 +124,30 @@ def plot_robustness(records: list[dict], path: str | os.PathLike) -> Path:
     if not records:
         raise ValueError("no records to plot")
     models = _ordered(r["model"] for r in records)
-    datasets = _ordered((r["dataset"], r["dataset_title"]) for r in records)
-    attacks = _ordered(r["attack"] for r in records if r["attack"] != "clean")
-    panels = [*datasets, ("__average__", "Average over datasets")] if len(datasets) > 1 else datasets
-    ncols = min(3, len(panels))
-    nrows = -(-len(panels) // ncols)
+    datasets = _ordered(r["dataset_title"] for r in records)
+    attacks = _ordered(r["attack"] for r in records if r["attack"] != "clean") or ["clean"]
+    where = datasets[0] if len(datasets) == 1 else f"average over {len(datasets)} datasets"
+    ncols = min(3, len(attacks))
+    nrows = -(-len(attacks) // ncols)
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(max(6.0, 4.6 * ncols), 3.6 * nrows + 0.3), squeeze=False, layout="constrained"
+        nrows, ncols, figsize=(max(6.0, 4.4 * ncols), 3.4 * nrows + 0.4), squeeze=False, layout="constrained"
     )
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    styles = ["-", "--", ":", "-."]
-    markers = ["o", "s", "^", "D", "v", "P"]
-    for ax, (dataset, title) in zip(axes.flat, panels):
-        line = 0
+    ticks = sorted({0.0, *(r["eps"] * 255 for r in records if r["attack"] != "clean")})
+    for ax, attack in zip(axes.flat, attacks):
         for i, model in enumerate(models):
-            for j, attack in enumerate(attacks or ["clean"]):
-                xs, ys = _curve(records, model, dataset, attack)
-                label = f"{model} · {attack_title(next(r for r in records if r['attack'] == attack))}"
-                if xs:
-                    ax.plot(xs, ys, color=colors[line % len(colors)], linestyle=styles[i % len(styles)],
-                            marker=markers[j % len(markers)], label=label)  # fmt: skip
-                line += 1
-        ax.set_title(title)
+            xs, ys = _curve(records, model, "__average__", attack)
+            ax.plot(xs, ys, color=colors[i % len(colors)], marker="o", label=model)
+        ax.set_title(f"{attack_title(next(r for r in records if r['attack'] == attack))} ({where})", fontsize="medium")
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.set_xlabel("ε (× 1/255)")
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels) :]:
+    for ax in list(axes.flat)[len(attacks) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=2 if ncols == 1 else 3, fontsize="small")
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize="small")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
