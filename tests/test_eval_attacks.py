@@ -159,3 +159,22 @@ def test_attack_errors(fitted):
 def test_settings_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         AttackSettings(**kwargs).validate()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ATTACKS)
+def test_attacks_on_cuda(fitted, source, name):
+    clf, x, y = fitted
+    clf, x, y = clf.to("cuda"), x[:12].to("cuda"), y[:12].to("cuda")
+    src = source.to("cuda")
+    cuda_state = torch.cuda.get_rng_state()
+    try:
+        adv = attack(name, clf, x, y, 8 / 255, source=src)
+        assert adv.device.type == "cuda" and adv.shape == x.shape
+        assert (adv - x).abs().max().item() <= 8 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+        assert torch.equal(torch.cuda.get_rng_state(), cuda_state)  # AutoAttack's reseeding is undone
+        again = attack(name, clf, x, y, 8 / 255, source=src)
+        assert accuracy(clf, again, y) == accuracy(clf, adv, y)
+    finally:  # the fixtures are shared with the CPU tests
+        clf.to("cpu")
+        src.to("cpu")
