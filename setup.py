@@ -106,7 +106,7 @@ setup(
     python_requires=">=3.10",
     package_dir={"": "python", "simplex_kernels": "simplex_kernels"},
     packages=[*find_packages("python"), "simplex_kernels"],
-    package_data={"advsimplex": ["configs/*.yaml", "configs/models/*.json"]},
+    package_data={"advsimplex": ["configs/*.yaml", "configs/models/*.json", "evaluation/*.json"]},
     ext_modules=ext_modules,
     cmdclass={"build_ext": build_ext.with_options(use_ninja=True)},
     install_requires=[
@@ -116,7 +116,12 @@ setup(
         "safetensors",
         "tqdm",
         "pyyaml",
+        "matplotlib",
+        "pyautoattack",
     ],
-    entry_points={"console_scripts": []},
+    # Readers of some suite datasets (advsimplex.evaluation.suite): Flowers102 and Stanford Cars need
+    # scipy, PCAM needs h5py.
+    extras_require={"suite": ["scipy", "h5py"]},
+    entry_points={"console_scripts": ["advsimplex-eval=advsimplex.evaluation.cli:main"]},
     zip_safe=False,
 )
