@@ -79,8 +79,11 @@ class NpzImageDataset(Dataset):
         return resize_pixels(pixels, self.image_size), int(self.labels[i])
 
 
-class _Resized(Dataset):
-    """A PIL-image dataset (ImageFolder, torchvision) as resized [0, 1] tensors, with ``classes``."""
+class ResizedImages(Dataset):
+    """A PIL-image dataset (ImageFolder, torchvision) as resized [0, 1] tensors, with ``classes``.
+
+    ``base[i]`` returns ``(PIL image, label)``; items here are ``(pixels float32 (3, H, W), label)``.
+    """
 
     def __init__(self, base, classes: list[str], image_size: tuple[int, int] | None, source: str):
         self.base, self.classes, self.image_size, self.source = base, classes, image_size, source
@@ -120,7 +123,7 @@ def load_dataset(
         if not root.is_dir():
             raise FileNotFoundError(f"ImageFolder root {root} does not exist")
         base = ImageFolder(str(root))
-        return _limited(_Resized(base, list(base.classes), size, source), limit)
+        return _limited(ResizedImages(base, list(base.classes), size, source), limit)
     if kind == "torchvision" and rest:
         import inspect
 
@@ -146,7 +149,7 @@ def load_dataset(
         classes = list(getattr(base, "classes", []) or [])
         if not classes:
             raise ValueError(f"torchvision dataset {name} exposes no class names (.classes)")
-        return _limited(_Resized(base, classes, size, source), limit)
+        return _limited(ResizedImages(base, classes, size, source), limit)
     raise ValueError(
         f"unknown dataset source {source!r}: use 'cifar10', 'npz:<file>', 'imagefolder:<dir>' or "
         "'torchvision:<Name>[:<root>]'"

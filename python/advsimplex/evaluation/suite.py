@@ -45,7 +45,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from ..data import NpzImageDataset, _Resized, default_data_root, load_dataset
+from ..data import NpzImageDataset, ResizedImages, default_data_root, load_dataset
 
 PAPER_SUITE = (
     "imagenet", "cifar10", "cifar100", "stl10", "caltech101", "caltech256", "pets", "flowers102", "food101",
@@ -140,7 +140,7 @@ def _torchvision(cls_name: str, classes: Callable[[object], list[str]] | None = 
 
         base = getattr(tvd, cls_name)(str(root), download=False, **kwargs)
         names = classes(base) if classes is not None else [clean_classname(c) for c in base.classes]
-        return _Resized(base, names, size, f"torchvision:{cls_name}:{root}"), names
+        return ResizedImages(base, names, size, f"torchvision:{cls_name}:{root}"), names
 
     return build
 
@@ -171,7 +171,7 @@ def _sun397(root: Path, size: tuple[int, int] | None) -> tuple[Dataset, list[str
         pairs = sorted(zip(base._image_files, base._labels))
         base._image_files, base._labels = [p for p, _ in pairs], [lab for _, lab in pairs]
     names = [clean_classname(c.replace("/", " ")) for c in base.classes]
-    return _Resized(base, names, size, f"torchvision:SUN397:{root}"), names
+    return ResizedImages(base, names, size, f"torchvision:SUN397:{root}"), names
 
 
 def _imagenet(root: Path, size: tuple[int, int] | None) -> tuple[Dataset, list[str]]:
@@ -185,7 +185,7 @@ def _imagenet(root: Path, size: tuple[int, int] | None) -> tuple[Dataset, list[s
             f"{len(IMAGENET_CLASSNAMES)} (one per WordNet id, e.g. n01440764/)"
         )
     names = list(IMAGENET_CLASSNAMES)
-    return _Resized(base, names, size, f"imagefolder:{root / 'imagenet' / 'val'}"), names
+    return ResizedImages(base, names, size, f"imagefolder:{root / 'imagenet' / 'val'}"), names
 
 
 def _cifar10(root: Path, size: tuple[int, int] | None) -> tuple[Dataset, list[str]]:
