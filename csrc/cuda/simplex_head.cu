@@ -154,7 +154,7 @@ __global__ void normalize_backward_kernel(
   for (int64_t i = threadIdx.x; i < d; i += blockDim.x) part[0] += f[i] * f[i];
   block_sum_many(part, 1, scratch, sums);
   const T rho = T(1) / sqrt(sums[0]), rho2 = rho * rho;
-  // dots, in chunks of at most kMaxK values: α_a, n·g_a, f_a·g_a | β_p, γ_p | n·g_p, f_a·g_p | f_b·g_p, f_p·g_p
+  // dots, in chunks of at most kMaxR values: α_a, n·g_a, f_a·g_a | β_p, γ_p | n·g_p, f_a·g_p | f_b·g_p, f_p·g_p
   const int M = L.m, P = L.P;
   for (int a = 0; a < 3 * M; ++a) part[a] = 0;
   for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
