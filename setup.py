@@ -106,7 +106,7 @@ setup(
     python_requires=">=3.10",
     package_dir={"": "python", "simplex_kernels": "simplex_kernels"},
     packages=[*find_packages("python"), "simplex_kernels"],
-    package_data={"advsimplex": ["configs/*.yaml", "configs/models/*.json", "evaluation/*.json"]},
+    package_data={"advsimplex": ["configs/*.yaml", "configs/train/*.yaml", "configs/models/*.json", "evaluation/*.json"]},
     ext_modules=ext_modules,
     cmdclass={"build_ext": build_ext.with_options(use_ninja=True)},
     install_requires=[
@@ -122,6 +122,11 @@ setup(
     # Readers of some suite datasets (advsimplex.evaluation.suite): Flowers102 and Stanford Cars need
     # scipy, PCAM needs h5py.
     extras_require={"suite": ["scipy", "h5py"]},
-    entry_points={"console_scripts": ["advsimplex-eval=advsimplex.evaluation.cli:main"]},
+    entry_points={
+        "console_scripts": [
+            "advsimplex-eval=advsimplex.evaluation.cli:main",
+            "advsimplex-train=advsimplex.train.cli:main",
+        ]
+    },
     zip_safe=False,
 )
