@@ -106,7 +106,9 @@ setup(
     python_requires=">=3.10",
     package_dir={"": "python", "simplex_kernels": "simplex_kernels"},
     packages=[*find_packages("python"), "simplex_kernels"],
-    package_data={"advsimplex": ["configs/*.yaml", "configs/train/*.yaml", "configs/models/*.json", "evaluation/*.json"]},
+    package_data={
+        "advsimplex": ["configs/*.yaml", "configs/train/*.yaml", "configs/models/*.json", "evaluation/*.json"]
+    },
     ext_modules=ext_modules,
     cmdclass={"build_ext": build_ext.with_options(use_ninja=True)},
     install_requires=[
