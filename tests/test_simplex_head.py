@@ -131,6 +131,23 @@ def test_every_option_non_default(backend, device):
     assert_close(run(inputs, backend, **options), reference_run(inputs, **options), 1e-5, f"{backend} all options")
 
 
+@pytest.mark.parametrize(("backend", "device"), BACKENDS)
+@pytest.mark.parametrize("output", ["loss", "omega"])
+def test_gradient_of_one_output_only(backend, device, output):
+    """Only the loss (or only Ω) reaches the backward: the other output's gradient is None there."""
+    inputs = make_inputs(dtype=torch.float32, device=device)
+
+    def grads(name):
+        leaves = {k: v.detach().clone().requires_grad_(k not in ("labels", "weights")) for k, v in inputs.items()}
+        loss, omega = simplex_head(**leaves, backend=name, return_omega=True, **OPTIONS)
+        wrt = [leaves[k] for k in ("f", "F1", "F2", "text_features")]
+        return torch.autograd.grad((loss if output == "loss" else omega).sum(), wrt)
+
+    expected = grads("reference")
+    for name, a, e in zip(("df", "dF1", "dF2", "dT"), grads(backend), expected):
+        assert rel(a, e) <= 1e-5, f"{backend} d{output}/{name}: relative error {rel(a, e):.2e}"
+
+
 @pytest.mark.skipif(not AVAILABLE["cpp"][0], reason="compiled extension unavailable")
 def test_cpp_gradcheck_float64():
     inputs = make_inputs(b=2, m=3, d=4, c=3, order=3)

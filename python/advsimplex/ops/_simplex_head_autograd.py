@@ -37,7 +37,10 @@ def fake_backward(grad_loss, grad_omega, f, F1, F2, text, *rest):
 def _setup_context(ctx, inputs, output):
     f, F1, F2, text, labels, weights, *options = inputs
     _, _, logits, normalized, stats = output
-    ctx.mark_non_differentiable(logits, normalized, stats)  # saved for the backward only: no zero grads
+    ctx.mark_non_differentiable(logits, normalized, stats)  # saved for the backward only
+    # Unused outputs (the saved tensors, often omega) get None instead of zero-filled gradients: filling
+    # the (B, K, d) and (B, K, C) zeros cost more than the normalisation backward itself.
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(f, F1, F2, text, labels, weights, logits, normalized, stats)
     ctx.options = tuple(options)
 
