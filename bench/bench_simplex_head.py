@@ -88,6 +88,23 @@ def provider_fn(provider: str, device: str):
     raise ValueError(provider)
 
 
+def traffic_bytes(shape: dict, dtype: torch.dtype, mode: str, order: int = 3) -> int:
+    """Memory traffic of the fused head's algorithm, each tensor read or written once per use.
+
+    Forward: read f, F1, F2 (B·K·d, input dtype) and T; write and read back Ns (B·K·d) and Z (B·K·C)
+    around the GEMM (fp32); write loss, Ω and the row statistics. Backward: read Z and the statistics,
+    write dZ, read it twice (the dN and dT GEMMs), read Ns, write and read gN, read f, F1, F2, write
+    their gradients and dT. This is the floor of the two-pass design, not of every possible design.
+    """
+    b, m, c, d = shape["B"], shape["m"], shape["C"], shape["d"]
+    p = pair_index(m, order).shape[0]
+    k, s, es = 1 + m + p, m - order + 2, torch.finfo(dtype).bits // 8
+    inputs = b * k * d * es + c * d * es + b * 8 + b * s * es
+    fwd = inputs + 4 * (2 * b * k * d + 2 * b * k * c + b + b * s + b * (k + p))
+    bwd = 4 * (b * k * c + b * (k + p) + 3 * b * k * c + b * k * d + 2 * b * k * d) + 2 * b * k * d * es + c * d * es
+    return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[mode]
+
+
 def gemm_inputs(x: dict):
     b, m, d = x["F1"].shape
     k = 1 + m + x["F2"].shape[1]
@@ -118,5 +135,6 @@ def test_simplex_head(benchmark, device, shape, dtype, provider, mode):
         else:
             loss = head(**x).sum()
             fn = lambda: loss.backward(retain_graph=True)
+    traffic = None if provider == "gemm" else traffic_bytes(shape, dtype, mode)
     measure(benchmark, fn, op="simplex_head", provider=provider, mode=mode, shape=label, dtype=dtype, device=device,
-            rounds=rounds(20))  # fmt: skip
+            rounds=rounds(20), bytes_moved=traffic)  # fmt: skip

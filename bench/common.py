@@ -52,6 +52,28 @@ def device_name(device: torch.device | str) -> str:
     return f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
 
 
+# Peak DRAM bandwidth (GB/s, vendor figures) of the GPUs we benchmark on, matched on the device name.
+PEAK_GBPS = (
+    ("H200", 4800.0),
+    ("H100 NVL", 3900.0),
+    ("H100 PCIe", 2000.0),
+    ("H100", 3350.0),  # SXM5
+    ("A100-SXM4-80GB", 2039.0),
+    ("A100 80GB PCIe", 1935.0),
+    ("A100", 1555.0),
+    ("L40S", 864.0),
+)
+
+
+def peak_bandwidth_gbps(device: torch.device | str) -> float | None:
+    """The device's peak memory bandwidth in GB/s when known (GPUs only), else None."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((gbps for key, gbps in PEAK_GBPS if key in name), None)
+
+
 def triton_version() -> str | None:
     try:
         import triton
@@ -96,8 +118,13 @@ def measure(
     device: torch.device | str,
     rounds: int = 10,
     warmup: int = 2,
+    bytes_moved: int | None = None,
 ) -> None:
-    """Time ``fn`` and record the benchmark fields in ``benchmark.extra_info``."""
+    """Time ``fn`` and record the benchmark fields in ``benchmark.extra_info``.
+
+    ``bytes_moved``: the memory traffic of one call by the op's traffic model, if it has one; the
+    records then carry ``bytes_moved`` and ``peak_gb_per_s`` (bench/run.py adds ``gb_per_s``).
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     device = torch.device(device)
@@ -111,6 +138,8 @@ def measure(
         "torch": torch.__version__,
         "triton": triton_version(),
         "commit": commit(),
+        "bytes_moved": bytes_moved,
+        "peak_gb_per_s": peak_bandwidth_gbps(device),
     }
     if device.type == "cuda":
         import triton.testing

@@ -24,6 +24,14 @@ def fmt_bytes(n: int | None) -> str:
     return "–" if n is None else f"{n / 2**20:.1f} MiB"
 
 
+def fmt_bandwidth(r: dict) -> str:
+    """Achieved bandwidth by the op's traffic model, and its share of the device's peak when known."""
+    gbps, peak = r.get("gb_per_s"), r.get("peak_gb_per_s")
+    if not gbps:
+        return "–"
+    return f"{gbps:.3g}" + (f" ({100 * gbps / peak:.0f} %)" if peak else "")
+
+
 def markdown(records: list[dict]) -> str:
     groups = defaultdict(list)
     for r in records:
@@ -32,8 +40,8 @@ def markdown(records: list[dict]) -> str:
     lines = []
     for torch_v, triton_v, commit in sorted(meta, key=str):
         lines.append(f"torch {torch_v}, triton {triton_v}, commit {commit}")
-    lines += ["", "| op | device | shape | dtype | mode | provider | median | q1–q3 | vs reference | peak memory |",
-              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += ["", "| op | device | shape | dtype | mode | provider | median | q1–q3 | vs reference | peak memory "
+              "| GB/s (% of peak) |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for key in sorted(groups):
         rows = groups[key]
         ref = next((r for r in rows if r["provider"] == "reference"), None)
@@ -41,7 +49,7 @@ def markdown(records: list[dict]) -> str:
             ratio = f"{ref['median_s'] / r['median_s']:.2f}×" if ref else "–"
             spread = f"{fmt_time(r['q1_s'])}–{fmt_time(r['q3_s'])}"
             lines.append(f"| {' | '.join(map(str, key))} | {r['provider']} | {fmt_time(r['median_s'])} | {spread} "
-                         f"| {ratio} | {fmt_bytes(r.get('peak_mem_bytes'))} |")  # fmt: skip
+                         f"| {ratio} | {fmt_bytes(r.get('peak_mem_bytes'))} | {fmt_bandwidth(r)} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -73,7 +81,10 @@ def plot(records: list[dict], path: str) -> None:
         ax.set_xscale("log" if axis == "C" else "linear")
         ax.set_yscale("log")
         ax.set_title(f"simplex_head time against {axis}")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, f"no {axis} sweep in these records", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
