@@ -8,6 +8,7 @@ Public API:
 - :func:`pair_index`           canonical vertex pairs of the second-order jets
 - :func:`pgd_trajectory`       PGD path recorder
 - :func:`embedding_jets`       generic torch.func jets of any encoder
+- :func:`vit_jets`             fast Taylor-mode jets of open_clip ViT towers
 - :func:`backends`             which kernel backends are usable here
 - :mod:`advsimplex.reference`  the mathematics in pure PyTorch
 """
@@ -16,7 +17,14 @@ from . import reference
 from ._extension import backends
 from .alignment import sampled_alignment, simplex_alignment, zero_shot_probs
 from .attack import Trajectory, margin_loss, pgd_attack, pgd_trajectory
-from .jets import EmbeddingJets, JetSafeMode, embedding_jets
+from .jets import (
+    EmbeddingJets,
+    FastJetsFallbackWarning,
+    JetSafeMode,
+    UnsupportedTowerError,
+    embedding_jets,
+    vit_jets,
+)
 from .loss import AdvSimplexLoss, LossDetails
 from .ops import simplex_head
 from .reference import dirichlet_moment, moment_tensor, pair_index, second_moment, simplex_weights
@@ -26,9 +34,11 @@ __version__ = "0.1.0"
 __all__ = [
     "AdvSimplexLoss",
     "EmbeddingJets",
+    "FastJetsFallbackWarning",
     "JetSafeMode",
     "LossDetails",
     "Trajectory",
+    "UnsupportedTowerError",
     "backends",
     "dirichlet_moment",
     "embedding_jets",
@@ -43,5 +53,6 @@ __all__ = [
     "simplex_alignment",
     "simplex_head",
     "simplex_weights",
+    "vit_jets",
     "zero_shot_probs",
 ]

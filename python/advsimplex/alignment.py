@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_floating, check_positive_scalar, check_shape, check_unit_norm
-from .jets import embedding_jets
+from .jets.encoders import encoder_jets, resolve_encoder
 from .reference import (
     check_order,
     closed_form_alignment,
@@ -75,7 +75,11 @@ def sampled_alignment(
     chunk_size: int | None = None,
     clean_probs: Tensor | None = None,
 ) -> Tensor:
-    """Monte-Carlo Ω (B, S) = (1/κ) Σ_j ‖g(x + p_j) − g(x)‖², p_j uniform on each simplex (paper Eq. 1)."""
+    """Monte-Carlo Ω (B, S) = (1/κ) Σ_j ‖g(x + p_j) − g(x)‖², p_j uniform on each simplex (paper Eq. 1).
+
+    ``encode`` is a callable or an open_clip model (normalisation inside), as for :func:`simplex_alignment`.
+    """
+    encode = resolve_encoder(encode, "generic").encode
     b = x.shape[0]
     points = sample_simplex_points(deltas, order, samples, generator)  # (B, S, κ, *image)
     s = points.shape[1]
@@ -104,11 +108,19 @@ def simplex_alignment(
     order: int = 3,
     generator: torch.Generator | None = None,
     chunk_size: int | None = None,
+    jets: str = "auto",
+    checkpoint: bool | None = None,
+    micro_batch: int | None = None,
+    jet_kernels: str = "auto",
 ) -> Tensor:
     """Per-simplex alignment Ω (B, m − order + 2) of a trajectory (spec §5).
 
     Args:
-        encode: image encoder, pixels (B, 3, H, W) -> embeddings (B, d); normalisation inside.
+        encode: image encoder, pixels (B, 3, H, W) -> embeddings (B, d), normalisation inside; or an
+            open_clip model: a ``CLIP`` model, its ``VisionTransformer`` (or another open_clip image tower),
+            a :class:`~advsimplex.vpt.PromptedVisionTransformer` or a
+            :class:`~advsimplex.zeroshot.ZeroShotClassifier`. A model takes pixels in [0, 1] and applies its
+            preprocessing mean/std inside (:mod:`advsimplex.jets.encoders`).
         x: clean images (B, 3, H, W).
         deltas: trajectory vertices δ_1..δ_m (B, m, 3, H, W).
         text_features: (C, d) unit-norm class embeddings.
@@ -118,24 +130,34 @@ def simplex_alignment(
         kappa: the bound's factor κ (closed forms) or the sample count (``sampled``).
         order: simplex order Q, 3 (triangles) or 4 (tetrahedra).
         generator: random source of the ``sampled`` variant.
-        chunk_size: streams (closed forms) or images (``sampled``) per encoder call.
+        chunk_size: streams (closed forms, generic jets) or images (``sampled``) per encoder call.
+        jets: ``auto`` (fast Taylor-mode jets for covered open_clip ViT towers, :func:`advsimplex.jets.vit_jets`;
+            the generic torch.func path otherwise, with a :class:`~advsimplex.jets.FastJetsFallbackWarning` for
+            uncovered open_clip towers), ``fast`` (fast jets or an error) or ``generic``.
+        checkpoint: per-block activation checkpointing of the fast jets (None: automatic by size).
+        micro_batch: images per jet computation (memory bound); None: the whole batch.
+        jet_kernels: ``auto``, ``torch`` or ``triton``: implementation of the fast jets' nonlinear rules.
 
     Differentiable with respect to the encoder's parameters (third-order derivatives of the tower
     for the closed forms). float64 inputs are supported throughout.
     """
     check_alignment_inputs(x, deltas, text_features, logit_scale, variant, kappa, order)
     text = text_features.to(x.dtype)
+    encoder = resolve_encoder(encode, "generic" if variant == "sampled" else jets)
     if variant == "sampled":
         return sampled_alignment(
-            encode, x, deltas, text, logit_scale=logit_scale, samples=int(kappa), order=order,
+            encoder.encode, x, deltas, text, logit_scale=logit_scale, samples=int(kappa), order=order,
             generator=generator, chunk_size=chunk_size,
         )  # fmt: skip
     pairs = pair_index(deltas.shape[1], order)
-    jets = embedding_jets(encode, x, deltas, pairs, chunk_size=chunk_size)
-    if jets.value.shape[1] != text.shape[1]:
+    emb = encoder_jets(
+        encoder, x, deltas, pairs, chunk_size=chunk_size, checkpoint=checkpoint, micro_batch=micro_batch,
+        kernels=jet_kernels,
+    )  # fmt: skip
+    if emb.value.shape[1] != text.shape[1]:
         raise ValueError(
-            f"encode returns {jets.value.shape[1]}-dimensional embeddings but text_features are (C, {text.shape[1]})"
+            f"encode returns {emb.value.shape[1]}-dimensional embeddings but text_features are (C, {text.shape[1]})"
         )
-    z, z_first, z_second = logit_jets(jets.value, jets.first, jets.second, text, logit_scale, pairs.to(x.device))
+    z, z_first, z_second = logit_jets(emb.value, emb.first, emb.second, text, logit_scale, pairs.to(x.device))
     _, u, h = probability_jets(z, z_first, z_second, pairs.to(x.device))
     return closed_form_alignment(u, h, variant=variant, kappa=kappa, order=order)

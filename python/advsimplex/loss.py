@@ -13,7 +13,8 @@ from torch import Tensor, nn
 from ._checks import check_floating, check_positive_scalar, check_shape, check_unit_norm
 from .alignment import sampled_alignment, zero_shot_probs
 from .attack import check_budget, pgd_trajectory
-from .jets import embedding_jets
+from .jets.encoders import JET_MODES, encoder_jets, resolve_encoder
+from .jets.vit import KERNELS as JET_KERNELS
 from .ops.simplex_head import BACKENDS, simplex_head
 from .reference import WEIGHTINGS, check_order, pair_index, simplex_weights
 from .reference.alignment import check_variant
@@ -50,10 +51,19 @@ class AdvSimplexLoss(nn.Module):
         variant: ``paper``, ``paper-cross``, ``taylor2`` or ``sampled``.
         order: simplex order Q (3 or 4). weighting: ``impact``, ``uniform`` or ``linear``.
         backend: backend of the fused head (see :func:`advsimplex.simplex_head`).
-        init_std: std of the PGD start noise. chunk_size: streams/images per encoder call.
+        init_std: std of the PGD start noise. chunk_size: streams/images per encoder call (generic jets).
+        jets: ``auto`` (default: fast Taylor-mode jets for open_clip ViT towers, the generic torch.func
+            path with a warning for other open_clip towers, and for plain callables), ``fast`` or ``generic``.
+        checkpoint: per-block activation checkpointing of the fast jets: None (on above a size
+            threshold, :data:`advsimplex.jets.vit.CHECKPOINT_AUTO_BYTES`), True or False.
+        micro_batch: images per jet computation (bounds the jets' transient memory); None: whole batch.
+        jet_kernels: ``auto``, ``torch`` or ``triton``: the fast jets' LayerNorm/GELU/softmax rules.
 
-    Call: ``loss = loss_fn(encode, images, labels)`` with ``encode`` pixels (B, 3, H, W) in [0, 1]
-    -> embeddings (B, d). With ``return_details=True`` it returns ``(loss, LossDetails)``.
+    Call: ``loss = loss_fn(encode, images, labels)`` with ``images`` pixels (B, 3, H, W) in [0, 1] and
+    ``encode`` either a callable pixels -> embeddings (B, d) (normalisation inside) or an open_clip model
+    (``CLIP``, its ``VisionTransformer``, a ``PromptedVisionTransformer``, a ``ZeroShotClassifier``), whose
+    preprocessing mean/std is then applied inside, for the PGD path as for the jets.
+    With ``return_details=True`` it returns ``(loss, LossDetails)``.
     """
 
     def __init__(
@@ -72,6 +82,10 @@ class AdvSimplexLoss(nn.Module):
         backend: str = "auto",
         init_std: float = 1e-3,
         chunk_size: int | None = None,
+        jets: str = "auto",
+        checkpoint: bool | None = None,
+        micro_batch: int | None = None,
+        jet_kernels: str = "auto",
     ) -> None:
         super().__init__()
         check_floating("text_features", text_features)
@@ -84,22 +98,31 @@ class AdvSimplexLoss(nn.Module):
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if jets not in JET_MODES:
+            raise ValueError(f"jets must be one of {JET_MODES}, got {jets!r}")
+        if jet_kernels not in JET_KERNELS:
+            raise ValueError(f"jet_kernels must be one of {JET_KERNELS}, got {jet_kernels!r}")
+        if checkpoint not in (None, True, False):
+            raise ValueError(f"checkpoint must be None (automatic), True or False, got {checkpoint!r}")
+        if micro_batch is not None and (not isinstance(micro_batch, int) or micro_batch < 1):
+            raise ValueError(f"micro_batch must be a positive int or None, got {micro_batch!r}")
         self.register_buffer("text_features", text_features.detach().clone(), persistent=False)
         self.logit_scale = check_positive_scalar("logit_scale", logit_scale)
         self.steps, self.eps, self.alpha, self.init_std = steps, float(eps), float(alpha), float(init_std)
         self.lam, self.kappa, self.variant, self.order = float(lam), float(kappa), variant, order
         self.weighting, self.backend, self.chunk_size = weighting, backend, chunk_size
+        self.jets, self.checkpoint, self.micro_batch, self.jet_kernels = jets, checkpoint, micro_batch, jet_kernels
 
     def extra_repr(self) -> str:
         return (
             f"variant={self.variant!r}, order={self.order}, steps={self.steps}, eps={self.eps:.5g}, "
             f"alpha={self.alpha:.5g}, lam={self.lam}, kappa={self.kappa}, weighting={self.weighting!r}, "
-            f"logit_scale={self.logit_scale}, backend={self.backend!r}"
+            f"logit_scale={self.logit_scale}, backend={self.backend!r}, jets={self.jets!r}"
         )
 
-    def logits(self, encode: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
-        """Zero-shot logits (B, C) of images (B, 3, H, W)."""
-        e = encode(images)
+    def logits(self, encode: Callable[[Tensor], Tensor] | nn.Module, images: Tensor) -> Tensor:
+        """Zero-shot logits (B, C) of images (B, 3, H, W) (``encode``: callable or open_clip model)."""
+        e = resolve_encoder(encode, "generic").encode(images)
         n = e / e.norm(dim=-1, keepdim=True)
         return self.logit_scale * (n @ self.text_features.to(n.dtype).t())
 
@@ -119,6 +142,8 @@ class AdvSimplexLoss(nn.Module):
         generator: torch.Generator | None = None,
         return_details: bool = False,
     ) -> Tensor | tuple[Tensor, LossDetails]:
+        encoder = resolve_encoder(encode, "generic" if self.variant == "sampled" else self.jets)
+        encode = encoder.encode  # pixels in [0, 1] -> embeddings (a model's normalisation inside)
         traj = pgd_trajectory(
             lambda px: self.logits(encode, px), images, labels,
             eps=self.eps, alpha=self.alpha, steps=self.steps, init_std=self.init_std, generator=generator,
@@ -138,7 +163,10 @@ class AdvSimplexLoss(nn.Module):
             per_sample = ce + self.lam * (weights.to(omega.dtype) * omega).sum(dim=-1)
         else:
             pairs = pair_index(self.steps, self.order)
-            jets = embedding_jets(encode, images, traj.deltas, pairs, chunk_size=self.chunk_size)
+            jets = encoder_jets(
+                encoder, images, traj.deltas, pairs, chunk_size=self.chunk_size, checkpoint=self.checkpoint,
+                micro_batch=self.micro_batch, kernels=self.jet_kernels,
+            )  # fmt: skip
             with torch.no_grad():
                 clean_probs = zero_shot_probs(jets.value.float(), text, self.logit_scale)
                 clean_probs = clean_probs.gather(1, labels[:, None]).squeeze(1)
