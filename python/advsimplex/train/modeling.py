@@ -1,0 +1,129 @@
+"""The model of a training run: loading, the frozen text tower, tuning mode, and the exported weights.
+
+- The text tower is frozen; the class-prompt embeddings (C, d) are computed once, before training.
+- ``tuning: full`` trains the whole image tower; ``tuning: vpt`` inserts ``vpt_prompts`` prompt tokens
+  (:func:`advsimplex.vpt.add_visual_prompts`) and trains only them.
+- ``method: clip`` (contrastive pre-training) trains both towers and the logit scale.
+- pmg and fare keep a frozen copy of the starting model (``original``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..models import load_clip, read_checkpoint_metadata, save_clip
+from ..vpt import PromptedVisionTransformer, add_visual_prompts
+from ..zeroshot import ZeroShotClassifier, class_text_features, image_size
+from .config import ConfigError, TrainConfig
+
+
+@dataclass
+class LoadedModel:
+    """``model`` (an open_clip CLIP model, fp32), its tokenizer and the name to recreate it with."""
+
+    model: nn.Module
+    tokenizer: object
+    name: str
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return image_size(self.model)
+
+
+def load_model(cfg: TrainConfig, device: torch.device) -> LoadedModel:
+    """Load ``cfg.model`` (seeded with ``cfg.seed``, so random initialisations are reproducible)."""
+    torch.manual_seed(cfg.seed)
+    try:
+        model, tokenizer, name = load_trained(cfg.model, cfg.pretrained, device=device)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"model: {exc}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"model: {exc}") from exc
+    except RuntimeError as exc:
+        if not str(exc).startswith("could not create open_clip model"):
+            raise
+        raise ConfigError(f"model: {exc}") from exc
+    return LoadedModel(model.float(), tokenizer, name)
+
+
+@dataclass
+class ZeroShotSetup:
+    """The trainable classifier, the frozen original (pmg, fare) and the class embeddings (C, d)."""
+
+    classifier: ZeroShotClassifier
+    original: ZeroShotClassifier | None
+    text_features: torch.Tensor
+
+
+def prepare_model(cfg: TrainConfig, loaded: LoadedModel, classes: Sequence[str]) -> ZeroShotSetup | None:
+    """Freeze what ``cfg`` does not train and build the zero-shot classifier (None for ``clip``)."""
+    model = loaded.model
+    if cfg.method == "clip":
+        model.requires_grad_(True)
+        return None
+    model.requires_grad_(False)
+    text = class_text_features(model, loaded.tokenizer, list(classes), cfg.templates)
+    original = None
+    if cfg.method in ("pmg", "fare"):
+        frozen = copy.deepcopy(model).eval()
+        original = ZeroShotClassifier(frozen, text, cfg.logit_scale)
+    if cfg.tuning == "vpt":
+        if not isinstance(model.visual, PromptedVisionTransformer):
+            try:
+                add_visual_prompts(model, cfg.vpt_prompts)
+            except (TypeError, NotImplementedError) as exc:
+                raise ConfigError(f"tuning: {exc}") from exc
+        elif model.visual.num_prompts != cfg.vpt_prompts:
+            raise ConfigError(
+                f"vpt_prompts: the model already carries {model.visual.num_prompts} prompts, got {cfg.vpt_prompts}"
+            )
+        model.visual.prompts.requires_grad_(True)
+    else:
+        model.visual.requires_grad_(True)
+    classifier = ZeroShotClassifier(model, text, cfg.logit_scale)
+    if original is not None:
+        original.logit_scale = classifier.logit_scale
+    return ZeroShotSetup(classifier, original, text)
+
+
+def trainable_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """Parameters with ``requires_grad`` in ``named_parameters`` order (the optimizer's order)."""
+    return [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+
+
+# ---------------------------------------------------------------------- exported weights
+
+
+def save_trained(path: str | os.PathLike, model: nn.Module, model_name: str, **metadata: str) -> None:
+    """``model``'s weights as an advsimplex CLIP checkpoint (:func:`advsimplex.models.save_clip`).
+
+    A VPT model records its prompt count (``vpt_prompts``) and loads back with :func:`load_trained`.
+    """
+    if isinstance(model.visual, PromptedVisionTransformer):
+        metadata = {**metadata, "vpt_prompts": str(model.visual.num_prompts)}
+    save_clip(path, model, model_name, **metadata)
+
+
+def load_trained(
+    model: str, pretrained: str | None = None, *, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, object, str]:
+    """:func:`advsimplex.models.load_clip`, plus the VPT checkpoints written by :func:`save_trained`."""
+    if model.endswith(".safetensors") and not model.startswith("local-dir:") and Path(model).is_file():
+        meta = read_checkpoint_metadata(model)
+        if "vpt_prompts" in meta:
+            from safetensors.torch import load_model as load_weights
+
+            net, tokenizer, name = load_clip(meta["model_name"], None, device=device)
+            add_visual_prompts(net, int(meta["vpt_prompts"]))
+            missing, unexpected = load_weights(net, model, strict=False, device=str(device))
+            if missing or unexpected:
+                raise ValueError(f"checkpoint {model!r}: missing {missing}, unexpected {unexpected}")
+            return net.eval(), tokenizer, name
+    return load_clip(model, pretrained, device=device)
