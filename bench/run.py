@@ -3,9 +3,9 @@
     python bench/run.py [--quick] [--device cpu|cuda] --out FILE.json [-k EXPR] [SUITE ...]
 
 Record fields: op, provider, mode, shape, dtype, median_s, q1_s, q3_s, peak_mem_bytes, device,
-torch, triton, commit (plus rounds and timer, and bytes_moved, gb_per_s, peak_gb_per_s where the
-op has a memory-traffic model). ``--quick`` runs the smallest shapes with fewer
-rounds (under 3 minutes on a 2-core CPU). Suites default to every ``bench/bench_*.py``.
+torch, triton, commit; also rounds and timer, bytes_moved, gb_per_s and peak_gb_per_s where the op
+has a memory-traffic model, and images_per_s for full training steps. ``--quick`` runs the smallest
+shapes with fewer rounds (under 3 minutes on a 2-core CPU). Suites default to every ``bench/bench_*.py``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def records_from_pytest_json(data: dict) -> list[dict]:
         if info.get("bytes_moved") and rec["median_s"]:
             rec["gb_per_s"] = info["bytes_moved"] / rec["median_s"] / 1e9
         rec["bytes_moved"], rec["peak_gb_per_s"] = info.get("bytes_moved"), info.get("peak_gb_per_s")
+        if info.get("images") and rec["median_s"]:
+            rec["images_per_s"] = info["images"] / rec["median_s"]
         rec["rounds"] = stats.get("rounds")
         rec["timer"] = info.get("timer")
         out.append(rec)
