@@ -2,8 +2,9 @@
 
     python bench/report.py FILE.json [--md OUT.md] [--png OUT.png]
 
-Ratios are ``median(reference) / median(provider)`` for the same (op, mode, shape, dtype, device):
-above 1 means faster than the eager reference. Records from different runs are never mixed.
+Speed-ups are ``median(baseline) / median(provider)`` for the same (op, mode, shape, dtype, device),
+the baseline being the eager ``reference`` (``tecoa`` for full training steps): above 1 means faster.
+Records from different runs are never mixed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ def fmt_bandwidth(r: dict) -> str:
     return f"{gbps:.3g}" + (f" ({100 * gbps / peak:.0f} %)" if peak else "")
 
 
+BASELINES = {"train_step": "tecoa"}
+"""The provider each op's ratios are taken against (default: the eager ``reference``)."""
+
+
 def markdown(records: list[dict]) -> str:
     groups = defaultdict(list)
     for r in records:
@@ -40,16 +45,21 @@ def markdown(records: list[dict]) -> str:
     lines = []
     for torch_v, triton_v, commit in sorted(meta, key=str):
         lines.append(f"torch {torch_v}, triton {triton_v}, commit {commit}")
-    lines += ["", "| op | device | shape | dtype | mode | provider | median | q1–q3 | vs reference | peak memory "
-              "| GB/s (% of peak) |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += ["", "Speed-up: median of the baseline (the eager `reference`; `tecoa` for full training steps) over "
+              "the provider's median, measured in the same run.", "",
+              "| op | device | shape | dtype | mode | provider | median | q1–q3 | speed-up | peak memory "
+              "| GB/s (% of peak) | images/s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for key in sorted(groups):
         rows = groups[key]
-        ref = next((r for r in rows if r["provider"] == "reference"), None)
+        base_name = BASELINES.get(key[0], "reference")
+        base = next((r for r in rows if r["provider"] == base_name), None)
         for r in sorted(rows, key=lambda r: r["median_s"]):
-            ratio = f"{ref['median_s'] / r['median_s']:.2f}×" if ref else "–"
+            ratio = f"{base['median_s'] / r['median_s']:.3g}×" if base else "–"
             spread = f"{fmt_time(r['q1_s'])}–{fmt_time(r['q3_s'])}"
+            ips = f"{r['images_per_s']:.3g}" if r.get("images_per_s") else "–"
+            memory = fmt_bytes(r.get("peak_mem_bytes"))
             lines.append(f"| {' | '.join(map(str, key))} | {r['provider']} | {fmt_time(r['median_s'])} | {spread} "
-                         f"| {ratio} | {fmt_bytes(r.get('peak_mem_bytes'))} | {fmt_bandwidth(r)} |")  # fmt: skip
+                         f"| {ratio} | {memory} | {fmt_bandwidth(r)} | {ips} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
