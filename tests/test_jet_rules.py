@@ -197,3 +197,21 @@ def test_reference_rule_functions_are_the_jets_rules():
     st = Streams.from_pairs(pair_index(3, 3), 3)
     x = stacked((2, 5), 0, st)
     assert torch.equal(jet_gelu(x, st, "quick", backend="reference"), rules.jet_gelu(x, st, "quick"))
+
+
+@needs_triton
+def test_torch_compile():
+    """Reference rules trace into one graph; the Triton ops run eagerly behind a graph break (same results)."""
+    import torch._dynamo
+
+    st = Streams.from_pairs(pair_index(3, 3), 3, device=DEVICE)
+    x = stacked((2, 5), 0, st, dtype=torch.float32, device=DEVICE).requires_grad_(True)
+    for backend in ("reference", "triton"):
+        fn = lambda t, backend=backend: jet_softmax(jet_gelu(t, st, "quick", backend=backend), st, backend=backend)
+        torch._dynamo.reset()
+        if backend == "reference":
+            assert torch._dynamo.explain(fn)(x).graph_break_count == 0
+        compiled = torch.compile(fn, backend="eager")
+        got, ref = compiled(x), fn(x)
+        assert torch.equal(got, ref)
+        assert torch.equal(torch.autograd.grad(got.sum(), x)[0], torch.autograd.grad(ref.sum(), x)[0])

@@ -356,3 +356,18 @@ def test_loss_with_a_model_equals_the_generic_loss(monkeypatch):
 def test_public_exports():
     for name in ("vit_jets", "FastJetsFallbackWarning", "UnsupportedTowerError"):
         assert hasattr(advsimplex, name)
+
+
+def test_bf16_autocast():
+    """Under bf16 autocast (the trainer's CUDA default) the fast jets run and agree to bf16 precision."""
+    module = micro_clip(seed=1).visual.float()
+    x, deltas = inputs(module, batch=4, dtype=torch.float32)
+    pairs = pair_index(M, 3)
+    ref = fast(module, x, deltas, pairs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = fast(module, x, deltas, pairs)
+    assert got.second.dtype == torch.bfloat16
+    for field, tol in (("value", 3e-2), ("first", 3e-2), ("second", 6e-2)):
+        assert rel_err(getattr(got, field).float(), getattr(ref, field)) < tol
+    got.second.float().square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())

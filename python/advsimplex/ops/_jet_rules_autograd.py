@@ -3,8 +3,9 @@
 Each op saves only its inputs and runs a fused backward kernel. Transform support: backward yes;
 double backward raises (any backward with ``create_graph=True`` raises, rather than returning a
 gradient without history); torch.func transforms raise (no ``setup_context``: PyTorch refuses them
-instead of silently returning zero tangents, spec §7 trap 4). Use the reference backend
-(:mod:`advsimplex.jets.rules`) for higher-order derivatives through the rules themselves.
+instead of silently returning zero tangents, spec §7 trap 4); torch.compile runs them eagerly behind
+a graph break (``torch.compiler.disable``). Use the reference backend (:mod:`advsimplex.jets.rules`)
+for higher-order derivatives through the rules themselves.
 """
 
 from __future__ import annotations
@@ -94,15 +95,18 @@ class _JetSoftmax(torch.autograd.Function):
         return dx.view(ctx.shape), None, None, None, None
 
 
+@torch.compiler.disable
 def triton_jet_gelu(x: Tensor, streams: Streams, kind: str, dim: int) -> Tensor:
     return _JetGelu.apply(x, streams.left, streams.right, streams.m, kind, dim)
 
 
+@torch.compiler.disable
 def triton_jet_layer_norm(
     x: Tensor, streams: Streams, weight: Tensor | None, bias: Tensor | None, eps: float, dim: int
 ) -> Tensor:
     return _JetLayerNorm.apply(x, weight, bias, streams.left, streams.right, streams.m, eps, dim)
 
 
+@torch.compiler.disable
 def triton_jet_softmax(x: Tensor, streams: Streams, dim: int) -> Tensor:
     return _JetSoftmax.apply(x, streams.left, streams.right, streams.m, dim)
