@@ -190,7 +190,7 @@ def test_third_order_parameter_gradient_vs_fd(name, order):
 
         h = 1e-5
         fd = (4 * (shifted(h) - shifted(-h)) / (2 * h) - (shifted(2 * h) - shifted(-2 * h)) / (4 * h)) / 3
-        assert abs(ad - fd) <= 1e-6 * abs(fd), (trial, ad, fd, abs(ad - fd) / abs(fd))
+        assert abs(ad - fd) <= 1e-8 * abs(fd), (trial, ad, fd, abs(ad - fd) / abs(fd))  # measured 1e-12 .. 6e-11
 
 
 def gradients(module, **kwargs):
