@@ -48,7 +48,7 @@ def relative_gap(enc, x, direction, text, eps, n=3000):
 
 def test_relative_gap_falls_like_eps_squared():
     model = micro_clip(seed=4)
-    enc = model.visual
+    enc = lambda y: model.visual(y)  # a plain callable in its own input space: generic jets, no pixel normalisation
     g = torch.Generator().manual_seed(5)
     x = torch.rand(2, 3, 8, 8, generator=g, dtype=torch.float64)
     direction = torch.randn(2, M, 3, 8, 8, generator=g, dtype=torch.float64)
