@@ -84,15 +84,20 @@ def triton_version() -> str | None:
 
 
 def cpu_peak_bytes(fn: Callable[[], object]) -> int:
-    """Peak bytes held by torch's CPU allocator during ``fn()`` (from the profiler's memory events)."""
+    """Peak bytes held by torch's CPU allocator during ``fn()``, from the profiler's memory records.
+
+    Each operator's *self* allocations minus frees (children excluded, so nested operators are not
+    counted twice) are replayed in start-time order. An approximation: a transient buffer allocated
+    and freed inside one operator is not seen.
+    """
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = sorted((e for e in prof.events() if e.cpu_memory_usage), key=lambda e: e.time_range.start)
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
     current = peak = 0
     for e in events:
-        current += e.cpu_memory_usage
+        current += e.self_cpu_memory_usage
         peak = max(peak, current)
     return peak
 
