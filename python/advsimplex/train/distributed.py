@@ -104,11 +104,3 @@ def gather_tensors(value: Tensor) -> list[Tensor]:
     dist.all_gather(out, work)
     return [t.to(value.device) for t in out]
 
-
-def broadcast_object(value, src: int = 0):
-    """``value`` of process ``src`` on every process (small JSON-able objects only)."""
-    if not active():
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]

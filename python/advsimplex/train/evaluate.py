@@ -1,8 +1,9 @@
 """Clean and PGD zero-shot accuracy during and after training (the evaluation package's attacks).
 
 The evaluated images are ``samples`` test images drawn under ``seed``
-(:func:`advsimplex.evaluation.subset_indices`), and every attack batch gets a derived seed, exactly as
-``advsimplex-eval`` does: the same model gives the same numbers here and there.
+(:func:`advsimplex.evaluation.subset_indices`) and every attack batch gets a seed derived from
+``(seed, name, attack, ε, batch index)``, as in ``advsimplex-eval``: with the same dataset name, seed and
+batch size the numbers are the same there and here.
 """
 
 from __future__ import annotations
