@@ -23,8 +23,11 @@ def _one_thread():
         yield
 
 
-@pytest.mark.parametrize("method", ["advsimplex", "clip"])
-def test_two_processes_match_one(tmp_path, method):
+@pytest.mark.parametrize(
+    "method, accum",
+    [("advsimplex", 1), ("clip", 1), ("tecoa", 2)],  # tecoa's loss is per image: micro-batches change nothing
+)
+def test_two_processes_match_one(tmp_path, method, accum):
     npz = write_cifar_slice(tmp_path / "c10.npz", "train", 32)
     # init_std = 0: the PGD start is deterministic, so the split batch sees the attack of the whole one.
     # SGD, not AdamW: Adam turns float noise in analytically zero gradients (key biases) into lr-size steps.
@@ -33,7 +36,7 @@ def test_two_processes_match_one(tmp_path, method):
               "caption_templates": ["a photo of a {}."]}  # fmt: skip
     single = tiny_config(npz, tmp_path / "one", batch_size=8, **common)
     train(single)
-    two = tiny_config(npz, tmp_path / "two", batch_size=4, **common)
+    two = tiny_config(npz, tmp_path / "two", batch_size=4 // accum, grad_accum=accum, **common)
     config = tmp_path / "two.yaml"
     config.write_text(yaml.safe_dump(two.to_dict()))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -184,3 +184,19 @@ def test_cli_end_to_end_with_yaml_and_flags(tmp_path, npz, capsys):
     assert [r["step"] for r in rows] == ["1", "2"] and {"loss", "lr", "ce_adv", "images_per_s"} <= set(rows[0])
     with open(out / "eval.csv") as f:
         assert [r["step"] for r in csv.DictReader(f)] == ["2"]
+
+
+def test_imagefolder_tree_with_class_names_from_folders(tmp_path, npz):
+    import numpy as np
+    from PIL import Image
+
+    with np.load(npz) as d:
+        images, labels, classes = d["images"], d["labels"], list(d["classes"])
+    for i, (image, label) in enumerate(zip(images[:16], labels[:16])):
+        folder = tmp_path / "tree" / "train" / classes[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i}.png")
+    result = train(tiny_config(tmp_path / "unused.npz", tmp_path / "out", dataset=f"imagefolder:{tmp_path / 'tree'}",
+                               method="tecoa", steps=1))  # fmt: skip
+    assert result.finished
+    assert result.classes == sorted({classes[y] for y in labels[:16]})  # the prompts use the folder names

@@ -53,12 +53,14 @@ log = logging.getLogger("advsimplex.train")
 
 @dataclass
 class TrainResult:
-    """What a run did: steps done of ``total_steps``, the last logged metrics, evaluations, paths."""
+    """What a run did: steps done of ``total_steps``, the last logged metrics, evaluations, paths, and the
+    class names (from the dataset) behind the zero-shot prompts."""
 
     out_dir: Path
     step: int
     total_steps: int
     finished: bool
+    classes: list[str] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     evaluations: list[dict] = field(default_factory=list)
     model_path: Path | None = None
@@ -220,7 +222,7 @@ class _Run:
                      cfg.method, cfg.dataset, len(self.data), len(self.classes), self.total_steps,
                      cfg.batch_size * cfg.grad_accum * env.world_size, n_train, self.device)  # fmt: skip
         self.logger = MetricsLogger(self.out, enabled=env.is_main, tensorboard=cfg.tensorboard, start_step=step)
-        result = TrainResult(self.out, step, self.total_steps, finished=False)
+        result = TrainResult(self.out, step, self.total_steps, finished=False, classes=self.classes)
         stop = self.total_steps if cfg.stop_after_steps is None else min(self.total_steps, step + cfg.stop_after_steps)
         stream = batch_stream(self.data, self.sampler, step * cfg.grad_accum, cfg.workers)
         per_step = cfg.batch_size * cfg.grad_accum * env.world_size
