@@ -103,4 +103,3 @@ def gather_tensors(value: Tensor) -> list[Tensor]:
     out = [torch.empty_like(work) for _ in range(dist.get_world_size())]
     dist.all_gather(out, work)
     return [t.to(value.device) for t in out]
-
