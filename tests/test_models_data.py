@@ -1,11 +1,14 @@
 """Model loading/export (safetensors), the zero-shot wrapper and the dataset sources."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from advsimplex.data import NpzImageDataset, default_data_root, load_dataset
 from advsimplex.models import load_clip, save_clip
+from advsimplex.vpt import PromptedVisionTransformer, add_visual_prompts
 from advsimplex.zeroshot import ZeroShotClassifier, class_text_features
 
 
@@ -18,6 +21,21 @@ def test_save_and_load_roundtrip(tmp_path):
     for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), k
     assert not list(tmp_path.glob("*.tmp"))  # atomic write leaves no temporary file
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's owner-only 0600
+
+
+def test_vpt_model_roundtrip(tmp_path):
+    model, _tokenizer, name = load_clip("advsimplex-micro-vit")
+    add_visual_prompts(model, 3, init_std=0.5)
+    path = tmp_path / "vpt.safetensors"
+    save_clip(path, model, name)
+    loaded, _, _ = load_clip(str(path))
+    assert isinstance(loaded.visual, PromptedVisionTransformer) and loaded.visual.num_prompts == 3
+    torch.testing.assert_close(loaded.visual.prompts, model.visual.prompts, rtol=0, atol=0)
+    x = torch.rand(2, 3, 8, 8)
+    torch.testing.assert_close(loaded.encode_image(x), model.encode_image(x), rtol=0, atol=0)
 
 
 def test_open_clip_pretrained_file(tmp_path):

@@ -15,7 +15,6 @@ from advsimplex.models import load_clip
 from advsimplex.train import checkpoint as ckpt
 from advsimplex.train import train
 from advsimplex.train.cli import main
-from advsimplex.train.modeling import load_trained
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +65,7 @@ def test_every_method_runs_a_step(tmp_path, npz, method, extra):
     changed = _changed(before, after)
     if cfg.tuning == "vpt":
         assert "visual.prompts" in after and not changed  # only the prompts train
-        model, _, _ = load_trained(str(tmp_path / "model.safetensors"))
+        model, _, _ = load_clip(str(tmp_path / "model.safetensors"))
         assert model.visual.num_prompts == cfg.vpt_prompts
         assert torch.equal(model.visual.prompts.detach(), after["visual.prompts"])
     elif method == "clip":

@@ -12,7 +12,8 @@ Model sources accepted by :func:`load_clip`:
 - an open_clip model name with an optional ``pretrained`` tag or local weights file
   (``load_clip("ViT-B-32", "openai")``, ``load_clip("ViT-B-32", "/ckpt/vitb32.pt")``);
 - ``local-dir:/folder`` (an open_clip/HF-style folder with ``open_clip_config.json``);
-- a ``.safetensors`` file written by :func:`save_clip` (the architecture is read from its metadata).
+- a ``.safetensors`` file written by :func:`save_clip` (the architecture, and the VPT prompt count of a
+  prompt-tuned model, are read from its metadata).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ._io import atomic_write
 
 CHECKPOINT_FORMAT = "advsimplex.clip/1"
 _REGISTERED = False
@@ -78,6 +80,10 @@ def load_clip(
             )
         name = meta["model_name"]
         net = _create(open_clip, name, None)
+        if "vpt_prompts" in meta:
+            from .vpt import add_visual_prompts
+
+            add_visual_prompts(net, int(meta["vpt_prompts"]))
         from safetensors.torch import load_model
 
         missing, unexpected = load_model(net, str(path), strict=False)
@@ -121,21 +127,17 @@ def _create(open_clip, name: str, pretrained: str | None) -> nn.Module:
 def save_clip(path: str | os.PathLike, model: nn.Module, model_name: str, **metadata: str) -> None:
     """Write ``model``'s weights to a safetensors file atomically, with the architecture in the metadata.
 
-    The file loads back with ``load_clip(path)``. Extra ``metadata`` values must be strings.
+    The file loads back with ``load_clip(path)``; a VPT model (:mod:`advsimplex.vpt`) records its prompt
+    count (``vpt_prompts``) so that its prompts are rebuilt. Extra ``metadata`` values must be strings.
     """
     from safetensors.torch import save_model
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from .vpt import PromptedVisionTransformer
+
     meta = {"format": CHECKPOINT_FORMAT, "model_name": model_name, **{k: str(v) for k, v in metadata.items()}}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_model(model, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if isinstance(getattr(model, "visual", None), PromptedVisionTransformer):
+        meta["vpt_prompts"] = str(model.visual.num_prompts)
+    atomic_write(path, lambda tmp: save_model(model, tmp, metadata=meta))
 
 
 def model_config(model_name: str) -> dict:

@@ -19,7 +19,6 @@ import json
 import os
 import random
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._io import atomic_write
 from .distributed import gather_tensors
 
 CHECKPOINT_FORMAT = "advsimplex.train-checkpoint/1"
@@ -131,8 +131,6 @@ def save_checkpoint(
     """Write a checkpoint atomically (see the module docstring); returns its path."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors, optim_rest = checkpoint_tensors(model, optimizer)
     tensors.update({f"rng.{k}": v.contiguous() for k, v in rng.items()})
     state = {
@@ -140,20 +138,7 @@ def save_checkpoint(
         "scheduler": _json_safe(scheduler.state_dict()), "config": _json_safe(config),
     }  # fmt: skip
     meta = {"format": CHECKPOINT_FORMAT, "state": json.dumps(state)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make shared checkpoints unreadable
-        save_file(tensors, tmp, metadata=meta)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:

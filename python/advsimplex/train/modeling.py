@@ -1,4 +1,4 @@
-"""The model of a training run: loading, the frozen text tower, tuning mode, and the exported weights.
+"""The model of a training run: loading, the frozen text tower and the tuning mode.
 
 - The text tower is frozen; the class-prompt embeddings (C, d) are computed once, before training.
 - ``tuning: full`` trains the whole image tower; ``tuning: vpt`` inserts ``vpt_prompts`` prompt tokens
@@ -10,15 +10,13 @@
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..models import load_clip, read_checkpoint_metadata, save_clip
+from ..models import load_clip
 from ..vpt import PromptedVisionTransformer, add_visual_prompts
 from ..zeroshot import ZeroShotClassifier, class_text_features, image_size
 from .config import ConfigError, TrainConfig
@@ -41,7 +39,7 @@ def load_model(cfg: TrainConfig, device: torch.device) -> LoadedModel:
     """Load ``cfg.model`` (seeded with ``cfg.seed``, so random initialisations are reproducible)."""
     torch.manual_seed(cfg.seed)
     try:
-        model, tokenizer, name = load_trained(cfg.model, cfg.pretrained, device=device)
+        model, tokenizer, name = load_clip(cfg.model, cfg.pretrained, device=device)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"model: {exc}") from exc
     except ValueError as exc:
@@ -96,34 +94,3 @@ def prepare_model(cfg: TrainConfig, loaded: LoadedModel, classes: Sequence[str])
 def trainable_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """Parameters with ``requires_grad`` in ``named_parameters`` order (the optimizer's order)."""
     return [(n, p) for n, p in module.named_parameters() if p.requires_grad]
-
-
-# ---------------------------------------------------------------------- exported weights
-
-
-def save_trained(path: str | os.PathLike, model: nn.Module, model_name: str, **metadata: str) -> None:
-    """``model``'s weights as an advsimplex CLIP checkpoint (:func:`advsimplex.models.save_clip`).
-
-    A VPT model records its prompt count (``vpt_prompts``) and loads back with :func:`load_trained`.
-    """
-    if isinstance(model.visual, PromptedVisionTransformer):
-        metadata = {**metadata, "vpt_prompts": str(model.visual.num_prompts)}
-    save_clip(path, model, model_name, **metadata)
-
-
-def load_trained(
-    model: str, pretrained: str | None = None, *, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, object, str]:
-    """:func:`advsimplex.models.load_clip`, plus the VPT checkpoints written by :func:`save_trained`."""
-    if model.endswith(".safetensors") and not model.startswith("local-dir:") and Path(model).is_file():
-        meta = read_checkpoint_metadata(model)
-        if "vpt_prompts" in meta:
-            from safetensors.torch import load_model as load_weights
-
-            net, tokenizer, name = load_clip(meta["model_name"], None, device=device)
-            add_visual_prompts(net, int(meta["vpt_prompts"]))
-            missing, unexpected = load_weights(net, model, strict=False, device=str(device))
-            if missing or unexpected:
-                raise ValueError(f"checkpoint {model!r}: missing {missing}, unexpected {unexpected}")
-            return net.eval(), tokenizer, name
-    return load_clip(model, pretrained, device=device)

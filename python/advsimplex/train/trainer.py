@@ -11,7 +11,7 @@ rank)``; checkpoints also carry every process's global RNG states. A resumed run
 the uninterrupted run exactly (bit for bit on CPU).
 
 Outputs in ``out_dir``: ``config.yaml``, ``checkpoints/step-*.safetensors``, ``metrics.csv``,
-``eval.csv``, ``tensorboard/``, ``model.safetensors`` (the trained model, :func:`~.modeling.save_trained`)
+``eval.csv``, ``tensorboard/``, ``model.safetensors`` (the trained model, :func:`advsimplex.models.save_clip`)
 and ``summary.json``.
 """
 
@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..evaluation.runner import derive_seed
+from ..models import save_clip
 from ..zeroshot import ZeroShotClassifier, class_text_features
 from . import checkpoint as ckpt
 from .config import ConfigError, TrainConfig, dump_yaml
@@ -45,7 +46,7 @@ from .distributed import (
 from .evaluate import zero_shot_accuracy
 from .methods import Objective, build_objective
 from .metrics import MetricsLogger
-from .modeling import LoadedModel, load_model, prepare_model, save_trained, trainable_parameters
+from .modeling import LoadedModel, load_model, prepare_model, trainable_parameters
 from .optim import make_optimizer, make_scheduler
 
 log = logging.getLogger("advsimplex.train")
@@ -275,8 +276,8 @@ class _Run:
                 result.evaluations.append(ev)
             if env.is_main:
                 result.model_path = self.out / "model.safetensors"
-                save_trained(result.model_path, self.loaded.model, self.loaded.name, method=cfg.method,
-                             steps=str(step), config=json.dumps(cfg.to_dict()))  # fmt: skip
+                save_clip(result.model_path, self.loaded.model, self.loaded.name, method=cfg.method,
+                           steps=str(step), config=json.dumps(cfg.to_dict()))  # fmt: skip
         if env.is_main:
             summary = {
                 "method": cfg.method, "step": step, "total_steps": self.total_steps, "finished": result.finished,
