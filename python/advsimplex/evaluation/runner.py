@@ -272,7 +272,7 @@ def _evaluate_one(
                 f"{data.name}: labels outside [0, {num_classes}) (class list and files disagree)"
             )
         t = time.perf_counter()
-        correct[("clean", 0.0)] += _count_correct(clf, x, y)
+        correct[("clean", 0.0)] += count_correct(clf, x, y)
         seconds[("clean", 0.0)] += time.perf_counter() - t
         for attack, eps in combos:
             t = time.perf_counter()
@@ -280,7 +280,7 @@ def _evaluate_one(
             adv = run_attack(
                 attack, clf, x, y, eps=eps, settings=config.settings, seed=seed, num_classes=num_classes, source=src
             )
-            correct[(attack, eps)] += _count_correct(clf, adv, y)
+            correct[(attack, eps)] += count_correct(clf, adv, y)
             seconds[(attack, eps)] += time.perf_counter() - t
         log.info("  batch %d/%d done (%.1f s)", batch + 1, len(loader), time.perf_counter() - t0)
     n = len(indices)
@@ -305,7 +305,8 @@ def _evaluate_one(
 
 
 @torch.no_grad()
-def _count_correct(clf: nn.Module, x: Tensor, y: Tensor) -> int:
+def count_correct(clf: nn.Module, x: Tensor, y: Tensor) -> int:
+    """How many of the images x (B, 3, H, W) ``clf`` classifies as their labels y (B,)."""
     return int((clf(x).argmax(dim=1) == y).sum())
 
 

@@ -13,12 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..evaluation import AttackSettings, run_attack, subset_indices
-from ..evaluation.runner import derive_seed
-
-
-@torch.no_grad()
-def _correct(clf: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    return int((clf(x).argmax(dim=1) == y).sum())
+from ..evaluation.runner import count_correct, derive_seed
 
 
 def zero_shot_accuracy(
@@ -45,11 +40,11 @@ def zero_shot_accuracy(
     try:
         for batch, (x, y) in enumerate(loader):
             x, y = x.to(device), y.to(device)
-            clean += _correct(classifier, x, y)
+            clean += count_correct(classifier, x, y)
             batch_seed = derive_seed(seed, name, "pgd", eps, batch)
             adv = run_attack("pgd", classifier, x, y, eps=eps, settings=settings, seed=batch_seed,
                              num_classes=num_classes)  # fmt: skip
-            robust += _correct(classifier, adv, y)
+            robust += count_correct(classifier, adv, y)
     finally:
         classifier.train(was_training)
     n = len(indices)
