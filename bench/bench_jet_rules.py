@@ -13,8 +13,8 @@ import torch
 from common import QUICK, bench_devices, measure, rounds
 
 from advsimplex import pair_index
-from advsimplex.jets import Streams
 from advsimplex.ops import jet_gelu, jet_layer_norm, jet_softmax
+from advsimplex.reference import JetPlan
 
 M, ORDER = 10, 3
 PROVIDERS = ["reference", "triton"]
@@ -37,32 +37,32 @@ def cases():
                             yield pytest.param(device, batch, dtype, rule, provider, mode, id=name)
 
 
-def make(rule: str, batch: int, streams: Streams, dtype: torch.dtype, device: str):
+def make(rule: str, batch: int, plan: JetPlan, dtype: torch.dtype, device: str):
     """(stacked input, function of it) for one rule at ViT-B/32 sizes."""
-    s, tokens, width, heads = streams.size, 50, 768, 12
+    s, tokens, width, heads = plan.size, 50, 768, 12
     g = torch.Generator().manual_seed(0)
     if rule == "softmax":
         x = torch.randn(batch, heads, s, tokens, tokens, generator=g)
-        return x, lambda t, backend: jet_softmax(t, streams, dim=2, backend=backend)
+        return x, lambda t, backend: jet_softmax(t, plan, dim=2, backend=backend)
     if rule == "layer_norm":
         x = torch.randn(s, batch, tokens, width, generator=g)
         weight = torch.rand(width, generator=g).to(device, dtype).requires_grad_()
         bias = torch.randn(width, generator=g).to(device, dtype).requires_grad_()
-        return x, lambda t, backend: jet_layer_norm(t, streams, weight, bias, 1e-5, backend=backend)
+        return x, lambda t, backend: jet_layer_norm(t, plan, weight, bias, 1e-5, backend=backend)
     x = torch.randn(s, batch, tokens, 4 * width, generator=g)
     kind = "quick" if rule == "quickgelu" else "none"
-    return x, lambda t, backend: jet_gelu(t, streams, kind, backend=backend)
+    return x, lambda t, backend: jet_gelu(t, plan, kind, backend=backend)
 
 
 @pytest.mark.parametrize(("device", "batch", "dtype", "rule", "provider", "mode"), list(cases()))
 def test_jet_rules(benchmark, device, batch, dtype, rule, provider, mode):
     if provider == "triton" and device != "cuda":
         pytest.skip("the Triton rules are timed on CUDA only (the CPU interpreter is a correctness tool)")
-    streams = Streams.from_pairs(pair_index(M, ORDER), M, device=device)
-    x, op = make(rule, batch, streams, dtype, device)
+    plan = JetPlan.from_pairs(pair_index(M, ORDER), M, device=device)
+    x, op = make(rule, batch, plan, dtype, device)
     x = x.to(device, dtype)
     grouped = x.movedim(2, 1) if rule == "softmax" else x.movedim(0, 1)  # (G, S, ...): the kernels' view
-    grouped = grouped.reshape(grouped.shape[0], streams.size, -1)
+    grouped = grouped.reshape(grouped.shape[0], plan.size, -1)
     with torch.no_grad():  # tangents smaller than the primal, as in the jets
         (x[:, :, 1:] if rule == "softmax" else x[1:]).mul_(0.1)
     x.requires_grad_(mode != "fwd")
@@ -74,6 +74,6 @@ def test_jet_rules(benchmark, device, batch, dtype, rule, provider, mode):
     from simplex_kernels.jet_rules import bytes_moved
 
     traffic = bytes_moved(grouped, M) + (bytes_moved(grouped, M, backward=True) if mode != "fwd" else 0)
-    label = f"{rule}xB={batch}xS={streams.size}"
+    label = f"{rule}xB={batch}xS={plan.size}"
     measure(benchmark, fn, op="jet_rules", provider=provider, mode=mode, shape=label, dtype=dtype, device=device,
             rounds=rounds(10), bytes_moved=traffic)  # fmt: skip

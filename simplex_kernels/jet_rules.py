@@ -1,6 +1,6 @@
 """Triton kernels of ``jet_rules``: fused second-order jet rules of GELU, LayerNorm and softmax.
 
-Layout (see :mod:`advsimplex.jets.rules`): a stacked jet is a contiguous tensor viewed as
+Layout (see :mod:`advsimplex.reference.jet_rules`): a stacked jet is a contiguous tensor viewed as
 ``(G, S, M)`` where ``S = 1 + m + P`` streams sit between ``G`` outer and ``M`` inner elements
 (primal, then m first-order streams, then P pair streams). For the row rules (LayerNorm, softmax)
 ``M = R·N`` holds ``R`` rows of ``N`` features. Pair ``p`` combines first-order streams
@@ -12,7 +12,7 @@ row) are computed once and reused by every tangent stream. The backward kernels 
 adjoints of first-order streams that several pairs share in their output buffer (read-modify-write
 by the owning program, separated by barriers). Arithmetic is float32 (float64 for float64 inputs).
 
-Formulas (derivations in the docstrings of :mod:`advsimplex.jets.rules`; ``⟨·⟩`` the row mean):
+Formulas (derivations in the docstrings of :mod:`advsimplex.reference.jet_rules`; ``⟨·⟩`` the row mean):
 
 - GELU-type ``f``: ``y_k = f' x_k``, ``y_p = f' x_p + f'' x_a x_b``.
 - LayerNorm: ``t = (x_k − ⟨x_k⟩) r``, ``α = ⟨n t⟩``, ``n_k = t_k − n α_k``,

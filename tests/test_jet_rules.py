@@ -1,6 +1,6 @@
 """jet_rules: second-order jet rules of GELU-type activations, LayerNorm and softmax.
 
-- the PyTorch reference (advsimplex.jets.rules) against float64 central finite differences of
+- the PyTorch reference (advsimplex.reference.jet_rules) against float64 central finite differences of
   ``u ↦ f(x(u))`` with ``x(u) = x₀ + Σ u_k x_k + Σ_p c_p u_a u_b x_p`` (so that ``Dx[e_k] = x_k`` and
   ``D²x[e_a, e_b] = x_p``);
 - the fused Triton kernels (``backend='triton'``; CPU tensors run through TRITON_INTERPRET=1, set in
@@ -15,8 +15,10 @@ import torch
 
 from advsimplex import pair_index
 from advsimplex._extension import usable
-from advsimplex.jets import Streams, decompositions, rules
+from advsimplex.jets import decompositions
 from advsimplex.ops import jet_gelu, jet_layer_norm, jet_softmax
+from advsimplex.reference import JetPlan
+from advsimplex.reference import jet_rules as rules
 from helpers import fd_first, fd_second, rel_err
 
 needs_triton = pytest.mark.skipif(not usable("triton"), reason="triton needs a GPU or TRITON_INTERPRET=1")
@@ -67,7 +69,7 @@ def test_reference_rules_vs_fd(name, order):
     jet_fn, plain, shape, dim = CASES[name]
     m = 3
     pairs = pair_index(m, order)
-    st = Streams.from_pairs(pairs, m)
+    st = JetPlan.from_pairs(pairs, m)
     x = stacked(shape, dim, st)
     x0, x1, x2 = (t.movedim(dim, 0) for t in st.split(x, dim))
 
@@ -94,7 +96,7 @@ def test_triton_matches_reference(name, dtype, tol, grad_tol):
     jet_fn, _, shape, dim = CASES[name]
     m = 4 if dtype == torch.float64 else 3
     order = 4 if dtype == torch.float64 else 3
-    st = Streams.from_pairs(pair_index(m, order), m, device=DEVICE)
+    st = JetPlan.from_pairs(pair_index(m, order), m, device=DEVICE)
     x = stacked(shape, dim, st, dtype=dtype, device=DEVICE).requires_grad_(True)
     ref = jet_fn(x, st, dim, backend="reference")
     got = jet_fn(x, st, dim, backend="triton")
@@ -109,7 +111,7 @@ def test_triton_matches_reference(name, dtype, tol, grad_tol):
 @needs_triton
 @pytest.mark.parametrize("affine", [True, False])
 def test_triton_layer_norm_parameter_gradients(affine):
-    st = Streams.from_pairs(pair_index(3, 3), 3, device=DEVICE)
+    st = JetPlan.from_pairs(pair_index(3, 3), 3, device=DEVICE)
     x = stacked((4, 6), 0, st, device=DEVICE).requires_grad_(True)
     weight, bias = (t.requires_grad_(True) for t in _ln_params(x))
     if not affine:
@@ -124,7 +126,7 @@ def test_triton_layer_norm_parameter_gradients(affine):
 
 @needs_triton
 def test_triton_transforms_raise_clearly():
-    st = Streams.from_pairs(pair_index(3, 3), 3, device=DEVICE)
+    st = JetPlan.from_pairs(pair_index(3, 3), 3, device=DEVICE)
     x = stacked((2, 5), 0, st, device=DEVICE).requires_grad_(True)
     for op in (lambda t: jet_gelu(t, st, "none", backend="triton"), lambda t: jet_softmax(t, st, backend="triton"),
                lambda t: jet_layer_norm(t, st, None, None, backend="triton")):  # fmt: skip
@@ -137,7 +139,7 @@ def test_triton_transforms_raise_clearly():
 
 
 def test_reference_rules_support_torch_func_and_double_backward():
-    st = Streams.from_pairs(pair_index(3, 3), 3)
+    st = JetPlan.from_pairs(pair_index(3, 3), 3)
     x = stacked((2, 5), 0, st).requires_grad_(True)
     fn = lambda t: jet_layer_norm(t, st, None, None, 1e-5, backend="reference")
     _, tangent = torch.func.jvp(fn, (x.detach(),), (torch.ones_like(x),))
@@ -148,7 +150,7 @@ def test_reference_rules_support_torch_func_and_double_backward():
 
 
 def test_bad_arguments():
-    st = Streams.from_pairs(pair_index(3, 3), 3)
+    st = JetPlan.from_pairs(pair_index(3, 3), 3)
     x = stacked((2, 5), 0, st)
     with pytest.raises(ValueError, match="has 8 streams along dim 0, expected 1 \\+ m \\+ P = 9"):
         jet_gelu(x[:8], st)
@@ -163,9 +165,9 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="backend must be one of"):
         jet_softmax(x, st, backend="cuda")
     with pytest.raises(ValueError, match=r"pairs must be an integer tensor of shape \(P, 2\)"):
-        Streams.from_pairs(torch.zeros(3, dtype=torch.long), 3)
+        JetPlan.from_pairs(torch.zeros(3, dtype=torch.long), 3)
     with pytest.raises(ValueError, match="pairs must index vertices"):
-        Streams.from_pairs(torch.tensor([[0, 3]]), 3)
+        JetPlan.from_pairs(torch.tensor([[0, 3]]), 3)
 
 
 @needs_triton
@@ -193,8 +195,8 @@ def test_vit_jets_with_triton_kernels_match_torch():
 
 
 def test_reference_rule_functions_are_the_jets_rules():
-    """The public ops dispatch to advsimplex.jets.rules on the reference backend (one implementation)."""
-    st = Streams.from_pairs(pair_index(3, 3), 3)
+    """The public ops dispatch to advsimplex.reference.jet_rules on the reference backend (one implementation)."""
+    st = JetPlan.from_pairs(pair_index(3, 3), 3)
     x = stacked((2, 5), 0, st)
     assert torch.equal(jet_gelu(x, st, "quick", backend="reference"), rules.jet_gelu(x, st, "quick"))
 
@@ -204,7 +206,7 @@ def test_torch_compile():
     """Reference rules trace into one graph; the Triton ops run eagerly behind a graph break (same results)."""
     import torch._dynamo
 
-    st = Streams.from_pairs(pair_index(3, 3), 3, device=DEVICE)
+    st = JetPlan.from_pairs(pair_index(3, 3), 3, device=DEVICE)
     x = stacked((2, 5), 0, st, dtype=torch.float32, device=DEVICE).requires_grad_(True)
     for backend in ("reference", "triton"):
         fn = lambda t, backend=backend: jet_softmax(jet_gelu(t, st, "quick", backend=backend), st, backend=backend)

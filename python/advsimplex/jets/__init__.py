@@ -2,7 +2,6 @@
 
 - :mod:`.generic`         any encoder callable, torch.func nested forward mode (the oracle)
 - :mod:`.vit`             open_clip ViT towers, one Taylor-mode forward carrying every stream (fast)
-- :mod:`.rules`           second-order jet rules of LayerNorm, GELU/QuickGELU and softmax (PyTorch)
 - :mod:`.encoders`        what ``encode`` means (callable or open_clip model) and fast/generic dispatch
 - :mod:`.decompositions`  elementary layer_norm/batch_norm/attention that keep derivatives correct
 """
@@ -10,7 +9,6 @@
 from .decompositions import JetSafeMode
 from .encoders import FastJetsFallbackWarning, JetEncoder, encoder_jets, resolve_encoder
 from .generic import EmbeddingJets, embedding_jets
-from .rules import Streams
 from .vit import UnsupportedTowerError, ViTTower, vit_jets, vit_support
 
 __all__ = [
@@ -18,7 +16,6 @@ __all__ = [
     "FastJetsFallbackWarning",
     "JetEncoder",
     "JetSafeMode",
-    "Streams",
     "UnsupportedTowerError",
     "ViTTower",
     "embedding_jets",

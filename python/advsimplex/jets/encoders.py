@@ -184,4 +184,6 @@ def encoder_jets(
     ]
     if len(parts) == 1:
         return parts[0]
-    return EmbeddingJets(*(torch.cat([getattr(p, f) for p in parts]) for f in ("value", "first", "second")))
+    return EmbeddingJets(
+        *(torch.cat([getattr(p, f) for p in parts]) for f in ("value", "first", "second")), parts[0].plan
+    )

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.func import jvp, vmap
 
+from ..reference.plan import JetPlan
 from .decompositions import JetSafeMode
 
 
@@ -29,37 +30,53 @@ class EmbeddingJets:
 
     - ``value``  (B, d): ``f(x)``
     - ``first``  (B, m, d): ``Df(x)[δ_k]``
-    - ``second`` (B, P, d): ``D²f(x)[δ_k, δ_l]`` for pair ``p = (k, l)`` of ``pairs``
+    - ``second`` (B, N, d): the second-order streams of ``plan``: ``D²f(x)[δ_k, δ_l]`` per pair
+      ``(k, l)``, or ``Σ_{k,l} M_kl D²f(x)[δ_k, δ_l]`` per simplex (collapsed, spec §7b)
     """
 
     value: Tensor
     first: Tensor
     second: Tensor
+    plan: JetPlan
+
+
+def as_plan(plan: JetPlan | Tensor, m: int, device: torch.device) -> JetPlan:
+    """``plan`` on ``device``; a (P, 2) tensor of vertex pairs stands for ``JetPlan.from_pairs(pairs, m)``."""
+    if isinstance(plan, Tensor):
+        return JetPlan.from_pairs(plan, m, device=device)
+    if not isinstance(plan, JetPlan):
+        raise TypeError(f"plan must be a JetPlan or a (P, 2) tensor of vertex pairs, got {type(plan).__name__}")
+    if plan.m != m:
+        raise ValueError(f"plan is for m={plan.m} first-order streams but deltas has m={m} directions")
+    return plan.to(device)
 
 
 def embedding_jets(
     encode: Callable[[Tensor], Tensor],
     x: Tensor,
     deltas: Tensor,
-    pairs: Tensor,
+    plan: JetPlan | Tensor,
     *,
     chunk_size: int | None = None,
 ) -> EmbeddingJets:
-    """Jets of ``encode`` at ``x`` (B, ...) along ``deltas`` (B, m, ...) for ``pairs`` (P, 2).
+    """Jets of ``encode`` at ``x`` (B, ...) along ``deltas`` (B, m, ...), second order as ``plan`` says.
 
-    Every vertex ``k`` must appear in a diagonal pair ``(k, k)`` (true of
-    :func:`advsimplex.pair_index`): its first-order jet is read off that stream.
-    ``chunk_size`` bounds how many pair streams are vmapped at once (memory).
+    A pairs plan (or a (P, 2) tensor of vertex pairs) must contain the diagonal pair ``(k, k)`` of every
+    vertex (true of :func:`advsimplex.pair_index`): its first-order jet is read off that stream. A collapsed
+    plan is served by the canonical pair jets, collapsed afterwards (:meth:`JetPlan.collapse_pairs`: this
+    path is the oracle of the fast collapsed jets). ``chunk_size`` bounds how many pair streams are vmapped
+    at once (memory).
     """
     m = deltas.shape[1]
-    pairs = pairs.to("cpu")
-    diag = {int(k): p for p, (k, l) in enumerate(pairs.tolist()) if k == l}
+    plan = as_plan(plan, m, deltas.device)
+    pair_plan = JetPlan.pairwise(m, plan.order, deltas.device) if plan.is_collapsed else plan
+    left, right = pair_plan.left, pair_plan.right
+    diag = {int(k): p for p, (k, l) in enumerate(zip(left.tolist(), right.tolist())) if k == l}
     missing = [k for k in range(m) if k not in diag]
     if missing:
         raise ValueError(f"pairs must contain the diagonal pair (k, k) of every vertex; missing k = {missing}")
-    idx = pairs.to(deltas.device)
-    tangent_a = deltas[:, idx[:, 0]].movedim(1, 0)  # (P, B, ...)
-    tangent_b = deltas[:, idx[:, 1]].movedim(1, 0)
+    tangent_a = deltas[:, left].movedim(1, 0)  # (P, B, ...)
+    tangent_b = deltas[:, right].movedim(1, 0)
 
     def pair_stream(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         def along_a(y: Tensor) -> tuple[Tensor, Tensor]:
@@ -76,4 +93,7 @@ def embedding_jets(
     if value.dim() != 2 or value.shape[0] != x.shape[0]:
         raise ValueError(f"encode must map (B, ...) images to (B, d) embeddings; got output shape {tuple(value.shape)}")
     diag_streams = torch.tensor([diag[k] for k in range(m)], device=first.device)
-    return EmbeddingJets(value=value, first=first[diag_streams].movedim(0, 1), second=second.movedim(0, 1))
+    second = second.movedim(0, 1)
+    if plan.is_collapsed:
+        second = plan.collapse_pairs(second, dim=1)
+    return EmbeddingJets(value=value, first=first[diag_streams].movedim(0, 1), second=second, plan=plan)

@@ -37,8 +37,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
-from .generic import EmbeddingJets
-from .rules import Streams, jet_linear
+from ..reference.jet_rules import jet_linear
+from ..reference.plan import JetPlan
+from .generic import EmbeddingJets, as_plan
 
 KERNELS = ("auto", "torch", "triton")
 
@@ -169,7 +170,7 @@ def vit_support(module: nn.Module) -> tuple[ViTTower | None, str]:
     return ViTTower(visual=v, prompted=prompted), ""
 
 
-def estimate_activation_bytes(tower: ViTTower, batch: int, streams: Streams, dtype: torch.dtype) -> int:
+def estimate_activation_bytes(tower: ViTTower, batch: int, plan: JetPlan, dtype: torch.dtype) -> int:
     """What autograd keeps for the jet forward with the PyTorch rules and no checkpointing (bytes).
 
     Per residual block, stream and token: about 19 width-sized values (LayerNorm and attention jets,
@@ -185,7 +186,7 @@ def estimate_activation_bytes(tower: ViTTower, batch: int, streams: Streams, dty
     hidden = blocks[0].mlp.c_fc.out_features
     heads = blocks[0].attn.num_heads
     tokens = tower.num_tokens
-    per_value = streams.size * batch * tokens * (19 * width + 4.5 * hidden + 7 * heads * tokens)
+    per_value = plan.size * batch * tokens * (19 * width + 4.5 * hidden + 7 * heads * tokens)
     return int(len(blocks) * per_value * torch.finfo(dtype).bits // 8)
 
 
@@ -196,30 +197,52 @@ def _rule_functions(kernels: str, device: torch.device):
     backend = {"auto": "auto", "torch": "reference", "triton": "triton"}[kernels]
     chosen = jet_rules.resolve_backend(backend, device)
 
-    def gelu(x: Tensor, streams: Streams, kind: str, dim: int = 0) -> Tensor:
-        return jet_rules.jet_gelu(x, streams, kind, dim=dim, backend=chosen)
+    def gelu(x: Tensor, plan: JetPlan, kind: str, dim: int = 0) -> Tensor:
+        return jet_rules.jet_gelu(x, plan, kind, dim=dim, backend=chosen)
 
-    def layer_norm(x: Tensor, streams: Streams, module: nn.Module, dim: int = 0) -> Tensor:
-        return jet_rules.jet_layer_norm(x, streams, module.weight, module.bias, module.eps, dim=dim, backend=chosen)
+    def layer_norm(x: Tensor, plan: JetPlan, module: nn.Module, dim: int = 0) -> Tensor:
+        return jet_rules.jet_layer_norm(x, plan, module.weight, module.bias, module.eps, dim=dim, backend=chosen)
 
-    def softmax(x: Tensor, streams: Streams, dim: int = 0) -> Tensor:
-        return jet_rules.jet_softmax(x, streams, dim=dim, backend=chosen)
+    def softmax(x: Tensor, plan: JetPlan, dim: int = 0) -> Tensor:
+        return jet_rules.jet_softmax(x, plan, dim=dim, backend=chosen)
 
     return gelu, layer_norm, softmax
+
+
+def _score_bilinear(a: tuple[Tensor, Tensor], b: tuple[Tensor, Tensor]) -> Tensor:
+    """``q_a k_bᵀ + q_b k_aᵀ`` as one matmul over the doubled head dimension."""
+    (qa, ka), (qb, kb) = a, b
+    return torch.cat([qa, qb], dim=-1) @ torch.cat([kb, ka], dim=-1).transpose(-1, -2)
+
+
+def _score_square(a: tuple[Tensor, Tensor]) -> Tensor:
+    q, k = a
+    return 2.0 * (q @ k.transpose(-1, -2))
+
+
+def _value_bilinear(a: tuple[Tensor, Tensor], b: tuple[Tensor, Tensor]) -> Tensor:
+    """``A_a v_b + A_b v_a`` as one matmul over the doubled key dimension."""
+    (pa, va), (pb, vb) = a, b
+    return torch.cat([pa, pb], dim=-1) @ torch.cat([vb, va], dim=-2)
+
+
+def _value_square(a: tuple[Tensor, Tensor]) -> Tensor:
+    p, v = a
+    return 2.0 * (p @ v)
 
 
 class _JetForward:
     """The Taylor-mode forward of one covered tower (stream dimension 0 everywhere but attention)."""
 
-    def __init__(self, tower: ViTTower, streams: Streams, kernels: str, device: torch.device) -> None:
-        self.tower, self.v, self.streams = tower, tower.visual, streams
+    def __init__(self, tower: ViTTower, plan: JetPlan, kernels: str, device: torch.device) -> None:
+        self.tower, self.v, self.plan = tower, tower.visual, plan
         self.gelu, self.layer_norm, self.softmax = _rule_functions(kernels, device)
 
     # --- embedding -------------------------------------------------------------------------
     def embed(self, x: Tensor, deltas: Tensor) -> Tensor:
         """Normalised images (B, 3, H, W) and tangents (B, m, 3, H, W) → stacked tokens (S, B, L, w)."""
-        v, st = self.v, self.streams
-        b, m = x.shape[0], st.m
+        v, plan = self.v, self.plan
+        b, m = x.shape[0], plan.m
         conv = v.conv1
         images = torch.cat([x.unsqueeze(0), deltas.transpose(0, 1)], dim=0).flatten(0, 1)  # ((1+m)B, 3, H, W)
         feats = F.conv2d(images, conv.weight, None, conv.stride)  # patch embedding: linear, one call
@@ -234,17 +257,17 @@ class _JetForward:
             prompts = self.tower.prompted.prompts.to(feats.dtype).unsqueeze(0).expand(b, n, width)
             primal = torch.cat([primal[:, :1], prompts, primal[:, 1:]], dim=1)
             tangents = torch.cat([tangents[:, :, :1], tangents.new_zeros(m, b, n, width), tangents[:, :, 1:]], dim=2)
-        second = tangents.new_zeros(st.num_pairs, *tangents.shape[1:])  # D²(affine map of x) = 0
+        second = tangents.new_zeros(plan.num_second, *tangents.shape[1:])  # D²(affine map of x) = 0
         out = torch.cat([primal.unsqueeze(0), tangents, second], dim=0)
         if isinstance(v.ln_pre, nn.LayerNorm):
-            out = self.layer_norm(out, st, v.ln_pre)
+            out = self.layer_norm(out, plan, v.ln_pre)
         return out
 
     # --- one residual block ----------------------------------------------------------------
     def attention(self, attn: nn.MultiheadAttention, h: Tensor, query_tokens: int | None) -> Tensor:
         """Jet of ``nn.MultiheadAttention(h, h, h)``: (S, B, L, w) → (S, B, Lq, w)."""
-        st = self.streams
-        m, s = st.m, st.size
+        plan = self.plan
+        m, s = plan.m, plan.size
         _, b, length, width = h.shape
         heads = attn.num_heads
         hd = width // heads
@@ -257,23 +280,20 @@ class _JetForward:
         lq = q.shape[-2]
         q0, k0, v0 = q[:, :, 0], k[:, :, 0], v[:, :, 0]
         q1, k1, v1 = q[:, :, 1 : 1 + m], k[:, :, 1 : 1 + m], v[:, :, 1 : 1 + m]
-        # scores of every stream: q_s k₀ᵀ (all s) + q₀ k_sᵀ (s ≥ 1) + the pair cross terms q_a k_bᵀ + q_b k_aᵀ
+        # scores of every stream: q_s k₀ᵀ (all s) + q₀ k_sᵀ (s ≥ 1) + the second-order cross terms
+        # Σ (q_a k_bᵀ + q_b k_aᵀ) (bilinear product rule; the plan's quadratic sum, spec §7b)
         rows = (q.reshape(b, heads, s * lq, hd) @ k0.transpose(-1, -2)).view(b, heads, s, lq, length)
         cols = (k[:, :, 1:].reshape(b, heads, (s - 1) * length, hd) @ q0.transpose(-1, -2)).view(
             b, heads, s - 1, length, lq
         )
         tangent = rows[:, :, 1:] + cols.transpose(-1, -2)
-        qa, qb = st.pair_streams(q1, 2)
-        ka, kb = st.pair_streams(k1, 2)
-        cross = torch.cat([qa, qb], dim=-1) @ torch.cat([kb, ka], dim=-1).transpose(-1, -2)  # (B, H, P, Lq, L)
+        cross = plan.quadratic(_score_bilinear, (q1, k1), dim=2, diagonal=_score_square)  # (B, H, N, Lq, L)
         scores = torch.cat([rows[:, :, :1], tangent[:, :, :m], tangent[:, :, m:] + cross], dim=2)
-        probs = self.softmax(scores, st, dim=2)  # (B, H, S, Lq, L)
-        # A v: A_s v₀ (all s) + A₀ v_s (s ≥ 1) + A_a v_b + A_b v_a
+        probs = self.softmax(scores, plan, dim=2)  # (B, H, S, Lq, L)
+        # A v: A_s v₀ (all s) + A₀ v_s (s ≥ 1) + Σ (A_a v_b + A_b v_a)
         out = (probs.reshape(b, heads, s * lq, length) @ v0).view(b, heads, s, lq, hd)
         a0v = probs[:, :, :1] @ v[:, :, 1:]  # (B, H, S-1, Lq, hd)
-        pa, pb = st.pair_streams(probs[:, :, 1 : 1 + m], 2)
-        va, vb = st.pair_streams(v1, 2)
-        cross_v = torch.cat([pa, pb], dim=-1) @ torch.cat([vb, va], dim=-2)  # (B, H, P, Lq, hd)
+        cross_v = plan.quadratic(_value_bilinear, (probs[:, :, 1 : 1 + m], v1), dim=2, diagonal=_value_square)
         tangent_v = out[:, :, 1:] + a0v
         out = torch.cat([out[:, :, :1], tangent_v[:, :, :m], tangent_v[:, :, m:] + cross_v], dim=2)
         out = out.permute(2, 0, 3, 1, 4).reshape(s, b, lq, width)
@@ -281,31 +301,31 @@ class _JetForward:
 
     def block(self, blk: nn.Module, x: Tensor, query_tokens: int | None = None) -> Tensor:
         """One ``ResidualAttentionBlock``; with ``query_tokens`` only the first tokens are updated (and kept)."""
-        st = self.streams
-        h = self.layer_norm(x, st, blk.ln_1)
+        plan = self.plan
+        h = self.layer_norm(x, plan, blk.ln_1)
         a = self.attention(blk.attn, h, query_tokens)
         if query_tokens is not None:
             x = x[:, :, :query_tokens]
         x = x + (a * blk.ls_1.gamma.to(a.dtype) if hasattr(blk.ls_1, "gamma") else a)
-        h = self.layer_norm(x, st, blk.ln_2)
+        h = self.layer_norm(x, plan, blk.ln_2)
         h = jet_linear(h, blk.mlp.c_fc.weight, blk.mlp.c_fc.bias)
-        h = self.gelu(h, st, _activation_kind(blk.mlp.gelu))
+        h = self.gelu(h, plan, _activation_kind(blk.mlp.gelu))
         h = jet_linear(h, blk.mlp.c_proj.weight, blk.mlp.c_proj.bias)
         return x + (h * blk.ls_2.gamma.to(h.dtype) if hasattr(blk.ls_2, "gamma") else h)
 
     # --- pooling and projection ------------------------------------------------------------
     def head(self, x: Tensor) -> Tensor:
         """Stacked tokens (S, B, L, w) → stacked embeddings (S, B, d)."""
-        v, st = self.v, self.streams
+        v, plan = self.v, self.plan
         n = self.tower.num_prompts
         if v.pool_type == "tok":
-            pooled = self.layer_norm(x[:, :, 0], st, v.ln_post)  # ln_post acts per token: before == after
+            pooled = self.layer_norm(x[:, :, 0], plan, v.ln_post)  # ln_post acts per token: before == after
         else:  # avg over the patch tokens (prompts removed)
             patches = x[:, :, 1 + n :]
             if v.final_ln_after_pool:
-                pooled = self.layer_norm(patches.mean(dim=2), st, v.ln_post)
+                pooled = self.layer_norm(patches.mean(dim=2), plan, v.ln_post)
             else:
-                pooled = self.layer_norm(patches, st, v.ln_post).mean(dim=2)
+                pooled = self.layer_norm(patches, plan, v.ln_post).mean(dim=2)
         if v.proj is not None:
             pooled = pooled @ v.proj.to(pooled.dtype)
         return pooled
@@ -337,7 +357,7 @@ def vit_jets(
     tower: nn.Module | ViTTower,
     x: Tensor,
     deltas: Tensor,
-    pairs: Tensor,
+    plan: JetPlan | Tensor,
     *,
     mean: Sequence[float] | Tensor | None = None,
     std: Sequence[float] | Tensor | None = None,
@@ -345,7 +365,7 @@ def vit_jets(
     micro_batch: int | None = None,
     kernels: str = "auto",
 ) -> EmbeddingJets:
-    """Embedding jets of an open_clip ViT tower at ``x`` along ``deltas`` for ``pairs``.
+    """Embedding jets of an open_clip ViT tower at ``x`` along ``deltas``, second order as ``plan`` says.
 
     Args:
         tower: an open_clip ``VisionTransformer``, a ``PromptedVisionTransformer`` (or a
@@ -354,7 +374,9 @@ def vit_jets(
         x: images (B, 3, H, W); with ``mean``/``std`` they are pixels normalised as ``(x − mean)/std``
             per channel inside (tangents divided by ``std``), otherwise the tower's own input.
         deltas: directions δ_1..δ_m (B, m, 3, H, W), same dtype/device as ``x``.
-        pairs: (P, 2) vertex pairs (:func:`advsimplex.pair_index`), each entry in 0..m-1.
+        plan: the second-order streams to carry (:class:`~advsimplex.reference.plan.JetPlan`: pair streams,
+            or collapsed simplex streams, spec §7b); a (P, 2) tensor of vertex pairs means
+            ``JetPlan.from_pairs(pairs, m)``.
         checkpoint: recompute each residual block in the backward pass (``torch.utils.checkpoint``,
             non-reentrant). ``None``: on when gradients are needed and
             :func:`estimate_activation_bytes` exceeds :data:`CHECKPOINT_AUTO_BYTES`. Results and
@@ -366,7 +388,7 @@ def vit_jets(
             or ``auto`` (see :func:`advsimplex.ops.jet_rules.resolve_backend`).
 
     Returns:
-        :class:`EmbeddingJets` with ``value`` (B, d), ``first`` (B, m, d), ``second`` (B, P, d) in
+        :class:`EmbeddingJets` with ``value`` (B, d), ``first`` (B, m, d), ``second`` (B, N, d) in
         the dtype of the tower's computation, differentiable with respect to the tower's parameters
         (and prompts), ``x`` and ``deltas``.
     """
@@ -383,7 +405,7 @@ def vit_jets(
         raise ValueError(f"checkpoint must be None (auto), True or False, got {checkpoint!r}")
     _check_inputs(tower, x, deltas)
     m = deltas.shape[1]
-    streams = Streams.from_pairs(pairs, m, device=x.device)
+    plan = as_plan(plan, m, x.device)
     if (mean is None) != (std is None):
         raise ValueError("mean and std must be given together (or neither)")
     if mean is not None:
@@ -398,9 +420,9 @@ def vit_jets(
     chunk = b if micro_batch is None else min(micro_batch, b)
     if checkpoint is None:
         checkpoint = _needs_grad(tower, x, deltas) and (
-            estimate_activation_bytes(tower, chunk, streams, x.dtype) > CHECKPOINT_AUTO_BYTES
+            estimate_activation_bytes(tower, chunk, plan, x.dtype) > CHECKPOINT_AUTO_BYTES
         )
-    fwd = _JetForward(tower, streams, kernels, x.device)
+    fwd = _JetForward(tower, plan, kernels, x.device)
     blocks = list(tower.visual.transformer.resblocks)
     last_query = 1 if tower.visual.pool_type == "tok" else None  # 'tok' pooling reads the class token only
 
@@ -417,4 +439,4 @@ def vit_jets(
     out = torch.cat([run(x[i : i + chunk], deltas[i : i + chunk]) for i in range(0, b, chunk)], dim=1)
     first = out[1 : 1 + m].transpose(0, 1).contiguous()
     second = out[1 + m :].transpose(0, 1).contiguous()
-    return EmbeddingJets(value=out[0], first=first, second=second)
+    return EmbeddingJets(value=out[0], first=first, second=second, plan=plan)

@@ -4,7 +4,7 @@ Each op saves only its inputs and runs a fused backward kernel. Transform suppor
 double backward raises (any backward with ``create_graph=True`` raises, rather than returning a
 gradient without history); torch.func transforms raise (no ``setup_context``: PyTorch refuses them
 instead of silently returning zero tangents, spec §7 trap 4); torch.compile runs them eagerly behind
-a graph break (``torch.compiler.disable``). Use the reference backend (:mod:`advsimplex.jets.rules`)
+a graph break (``torch.compiler.disable``). Use the reference backend (:mod:`advsimplex.reference.jet_rules`)
 for higher-order derivatives through the rules themselves.
 """
 
@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..jets.rules import Streams
+from ..reference.plan import JetPlan
 
 
 def _kernels():
@@ -95,18 +95,24 @@ class _JetSoftmax(torch.autograd.Function):
         return dx.view(ctx.shape), None, None, None, None
 
 
+def _pairs_of(plan: JetPlan) -> tuple[Tensor, Tensor, int]:
+    if plan.is_collapsed:
+        raise NotImplementedError("the triton jet-rule kernels take pair plans only; use backend='reference'")
+    return plan.left, plan.right, plan.m
+
+
 @torch.compiler.disable
-def triton_jet_gelu(x: Tensor, streams: Streams, kind: str, dim: int) -> Tensor:
-    return _JetGelu.apply(x, streams.left, streams.right, streams.m, kind, dim)
+def triton_jet_gelu(x: Tensor, plan: JetPlan, kind: str, dim: int) -> Tensor:
+    return _JetGelu.apply(x, *_pairs_of(plan), kind, dim)
 
 
 @torch.compiler.disable
 def triton_jet_layer_norm(
-    x: Tensor, streams: Streams, weight: Tensor | None, bias: Tensor | None, eps: float, dim: int
+    x: Tensor, plan: JetPlan, weight: Tensor | None, bias: Tensor | None, eps: float, dim: int
 ) -> Tensor:
-    return _JetLayerNorm.apply(x, weight, bias, streams.left, streams.right, streams.m, eps, dim)
+    return _JetLayerNorm.apply(x, weight, bias, *_pairs_of(plan), eps, dim)
 
 
 @torch.compiler.disable
-def triton_jet_softmax(x: Tensor, streams: Streams, dim: int) -> Tensor:
-    return _JetSoftmax.apply(x, streams.left, streams.right, streams.m, dim)
+def triton_jet_softmax(x: Tensor, plan: JetPlan, dim: int) -> Tensor:
+    return _JetSoftmax.apply(x, *_pairs_of(plan), dim)

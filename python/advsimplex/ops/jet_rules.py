@@ -1,7 +1,7 @@
 """``jet_rules``: second-order jet rules of LayerNorm, GELU-type activations and softmax (spec §7).
 
 Public entry points :func:`jet_layer_norm`, :func:`jet_gelu`, :func:`jet_softmax` with backend
-dispatch: ``reference`` is the pure-PyTorch oracle :mod:`advsimplex.jets.rules` (differentiable to
+dispatch: ``reference`` is the pure-PyTorch oracle :mod:`advsimplex.reference.jet_rules` (differentiable to
 any order, torch.func-safe); ``triton`` runs the fused kernels of ``simplex_kernels/jet_rules.py``
 (forward and backward kernels in an ``autograd.Function``: backward yes, double backward raises).
 """
@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..jets import rules
-from ..jets.rules import GELU_KINDS, Streams
+from ..reference import jet_rules as rules
+from ..reference.jet_rules import GELU_KINDS
+from ..reference.plan import JetPlan
 
 BACKENDS = ("auto", "reference", "triton")
 
@@ -45,39 +46,41 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
     return backend
 
 
-def _check(name: str, x: Tensor, streams: Streams, dim: int) -> int:
+def _check(name: str, x: Tensor, plan: JetPlan, dim: int) -> int:
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise TypeError(f"{name}: x must be a floating tensor, got {getattr(x, 'dtype', type(x).__name__)}")
-    if not isinstance(streams, Streams):
-        raise TypeError(f"{name}: streams must be an advsimplex.jets.rules.Streams, got {type(streams).__name__}")
+    if not isinstance(plan, JetPlan):
+        raise TypeError(f"{name}: plan must be an advsimplex.reference.JetPlan, got {type(plan).__name__}")
     if x.dim() < 2:
         raise ValueError(f"{name}: x must have a stream dimension and a feature dimension, got {tuple(x.shape)}")
     dim = dim % x.dim()
     if dim == x.dim() - 1:
         raise ValueError(f"{name}: the stream dimension (dim={dim}) cannot be the last (feature) dimension")
-    if x.shape[dim] != streams.size:
-        raise ValueError(f"{name}: x has {x.shape[dim]} streams along dim {dim}, expected 1 + m + P = {streams.size}")
-    if streams.left.device != x.device:
-        raise ValueError(f"{name}: streams' pair indices are on {streams.left.device} but x is on {x.device}")
+    if x.shape[dim] != plan.size:
+        n = "S" if plan.is_collapsed else "P"
+        raise ValueError(f"{name}: x has {x.shape[dim]} streams along dim {dim}, expected 1 + m + {n} = {plan.size} "
+                         f"for the plan {plan.describe()}")  # fmt: skip
+    if not plan.is_collapsed and plan.left.device != x.device:
+        raise ValueError(f"{name}: the plan's pair indices are on {plan.left.device} but x is on {x.device}")
     return dim
 
 
-def jet_gelu(x: Tensor, streams: Streams, kind: str = "none", *, dim: int = 0, backend: str = "auto") -> Tensor:
+def jet_gelu(x: Tensor, plan: JetPlan, kind: str = "none", *, dim: int = 0, backend: str = "auto") -> Tensor:
     """Jet of ``nn.GELU()`` (``kind='none'``), ``nn.GELU(approximate='tanh')`` (``'tanh'``) or open_clip's
     ``QuickGELU`` (``'quick'``), elementwise; ``x`` stacked (…, S, …) along ``dim``; returns the same shape."""
-    dim = _check("jet_gelu", x, streams, dim)
+    dim = _check("jet_gelu", x, plan, dim)
     if kind not in GELU_KINDS:
         raise ValueError(f"jet_gelu: kind must be one of {GELU_KINDS}, got {kind!r}")
     if resolve_backend(backend, x.device) == "reference":
-        return rules.jet_gelu(x, streams, kind, dim=dim)
+        return rules.jet_gelu(x, plan, kind, dim=dim)
     from ._jet_rules_autograd import triton_jet_gelu
 
-    return triton_jet_gelu(x, streams, kind, dim)
+    return triton_jet_gelu(x, plan, kind, dim)
 
 
 def jet_layer_norm(
     x: Tensor,
-    streams: Streams,
+    plan: JetPlan,
     weight: Tensor | None,
     bias: Tensor | None,
     eps: float = 1e-5,
@@ -86,24 +89,24 @@ def jet_layer_norm(
     backend: str = "auto",
 ) -> Tensor:
     """Jet of ``layer_norm`` over the last dimension (size w); ``weight``/``bias`` (w,) or None."""
-    dim = _check("jet_layer_norm", x, streams, dim)
+    dim = _check("jet_layer_norm", x, plan, dim)
     w = x.shape[-1]
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and (t.shape != (w,) or t.device != x.device):
             raise ValueError(f"jet_layer_norm: {name} must have shape ({w},) on {x.device}, got "
                              f"{tuple(t.shape)} on {t.device}")  # fmt: skip
     if resolve_backend(backend, x.device) == "reference":
-        return rules.jet_layer_norm(x, streams, weight, bias, eps, dim=dim)
+        return rules.jet_layer_norm(x, plan, weight, bias, eps, dim=dim)
     from ._jet_rules_autograd import triton_jet_layer_norm
 
-    return triton_jet_layer_norm(x, streams, weight, bias, float(eps), dim)
+    return triton_jet_layer_norm(x, plan, weight, bias, float(eps), dim)
 
 
-def jet_softmax(x: Tensor, streams: Streams, *, dim: int = 0, backend: str = "auto") -> Tensor:
+def jet_softmax(x: Tensor, plan: JetPlan, *, dim: int = 0, backend: str = "auto") -> Tensor:
     """Jet of ``softmax`` over the last dimension; ``x`` stacked along ``dim``; returns the same shape."""
-    dim = _check("jet_softmax", x, streams, dim)
+    dim = _check("jet_softmax", x, plan, dim)
     if resolve_backend(backend, x.device) == "reference":
-        return rules.jet_softmax(x, streams, dim=dim)
+        return rules.jet_softmax(x, plan, dim=dim)
     from ._jet_rules_autograd import triton_jet_softmax
 
-    return triton_jet_softmax(x, streams, dim)
+    return triton_jet_softmax(x, plan, dim)

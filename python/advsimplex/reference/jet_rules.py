@@ -1,16 +1,12 @@
-"""Second-order Taylor-mode (jet) rules of the ViT nonlinearities in plain PyTorch (math spec §4, §7).
+"""Second-order Taylor-mode (jet) rules of the ViT nonlinearities in plain PyTorch (math spec §4, §7, §7b).
 
-A *jet* of a tensor along ``m`` directions and ``P`` direction pairs is stored **stacked** along one
-stream dimension ``dim`` of size ``S = 1 + m + P``:
-
-- stream ``0``: the primal ``x``,
-- streams ``1 .. m``: the first-order tangents ``x_k = Dx[δ_k]``,
-- streams ``1 + m + p``: the second-order tangents ``x_p = D²x[δ_a, δ_b]`` of pair ``p = (a, b)``.
-
-For a smooth map ``y = f(x)`` the streams obey (chain rule of order 2)::
+A jet is stacked along one stream dimension ``dim`` as a :class:`~advsimplex.reference.plan.JetPlan`
+describes: the primal ``x``, the first-order tangents ``x_k = Dx[δ_k]`` and the second-order streams
+(pair streams ``D²x[δ_a, δ_b]`` or collapsed simplex streams ``Σ M_kl D²x[δ_k, δ_l]``). For a smooth map
+``y = f(x)`` the streams obey the chain rule of order 2::
 
     y_k = f'(x)[x_k]
-    y_p = f'(x)[x_p] + f''(x)[x_a, x_b]
+    y_2 = f'(x)[x_2] + Σ f''(x)[x_a, x_b]      (the plan's quadratic sum, JetPlan.quadratic)
 
 These functions are the reference of the fused Triton kernels (``advsimplex.ops.jet_rules``) and
 the CPU path of the fast ViT jets. They are written with elementary differentiable ops only (no
@@ -22,65 +18,16 @@ bfloat16) are computed in float32 and cast back, as PyTorch's own ``layer_norm``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from .plan import JetPlan
 
 GELU_KINDS = ("none", "tanh", "quick")
 QUICK_GELU_K = 1.702  # open_clip's QuickGELU: x·σ(1.702 x)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _TANH_C = 0.044715
-
-
-@dataclass(frozen=True)
-class Streams:
-    """Layout of a stacked jet: ``m`` first-order streams and ``P`` pairs ``(left[p], right[p])``.
-
-    ``left``/``right`` are int64 index tensors (P,) on the device of the jets. Build it with
-    :meth:`from_pairs` from a :func:`advsimplex.pair_index` table.
-    """
-
-    m: int
-    left: Tensor
-    right: Tensor
-
-    @classmethod
-    def from_pairs(cls, pairs: Tensor, m: int, device: torch.device | str | None = None) -> Streams:
-        """From a (P, 2) integer table of vertex pairs (0-based, each entry < m)."""
-        if not isinstance(pairs, Tensor) or pairs.dim() != 2 or pairs.shape[1] != 2:
-            shape = tuple(pairs.shape) if isinstance(pairs, Tensor) else type(pairs).__name__
-            raise ValueError(f"pairs must be an integer tensor of shape (P, 2), got {shape}")
-        if pairs.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"pairs must be an integer tensor, got {pairs.dtype}")
-        if pairs.numel() and (int(pairs.min()) < 0 or int(pairs.max()) >= m):
-            raise ValueError(f"pairs must index vertices 0 .. m-1 = {m - 1}; got values in "
-                             f"[{int(pairs.min())}, {int(pairs.max())}]")  # fmt: skip
-        idx = pairs.to(device=device, dtype=torch.long)
-        return cls(m=int(m), left=idx[:, 0].contiguous(), right=idx[:, 1].contiguous())
-
-    @property
-    def num_pairs(self) -> int:
-        return int(self.left.shape[0])
-
-    @property
-    def size(self) -> int:
-        """S = 1 + m + P."""
-        return 1 + self.m + self.num_pairs
-
-    def split(self, x: Tensor, dim: int = 0) -> tuple[Tensor, Tensor, Tensor]:
-        """Views (primal (…1…), first (…m…), second (…P…)) of a stacked jet; the primal keeps its
-        singleton stream dimension so that it broadcasts against the tangents."""
-        if x.shape[dim] != self.size:
-            raise ValueError(
-                f"expected {self.size} = 1 + m + P streams (m={self.m}, P={self.num_pairs}) along dim {dim}, "
-                f"got shape {tuple(x.shape)}"
-            )
-        return x.narrow(dim, 0, 1), x.narrow(dim, 1, self.m), x.narrow(dim, 1 + self.m, self.num_pairs)
-
-    def pair_streams(self, first: Tensor, dim: int = 0) -> tuple[Tensor, Tensor]:
-        """(first[left], first[right]) gathered along ``dim``: (…P…) each."""
-        return first.index_select(dim, self.left), first.index_select(dim, self.right)
 
 
 def _opmath(x: Tensor) -> torch.dtype:
@@ -111,21 +58,20 @@ def gelu_coefficients(x: Tensor, kind: str) -> tuple[Tensor, Tensor, Tensor]:
     raise ValueError(f"activation kind must be one of {GELU_KINDS}, got {kind!r}")
 
 
-def jet_gelu(x: Tensor, streams: Streams, kind: str = "none", dim: int = 0) -> Tensor:
+def jet_gelu(x: Tensor, plan: JetPlan, kind: str = "none", dim: int = 0) -> Tensor:
     """Jet of an elementwise GELU-type activation (stacked along ``dim``), same shape as ``x``.
 
-    ``y_k = f'(x) x_k``, ``y_p = f'(x) x_p + f''(x) x_a x_b``.
+    ``y_k = f'(x) x_k``, ``y_2 = f'(x) x_2 + f''(x) Σ x_a x_b`` (the plan's quadratic sum).
     """
-    x0, x1, x2 = (t.to(_opmath(x)) for t in streams.split(x, dim))
+    x0, x1, x2 = (t.to(_opmath(x)) for t in plan.split(x, dim))
     y0, f1, f2 = gelu_coefficients(x0, kind)
-    x1a, x1b = streams.pair_streams(x1, dim)
     y1 = f1 * x1
-    y2 = f1 * x2 + f2 * (x1a * x1b)
+    y2 = f1 * x2 + f2 * plan.quadratic(torch.mul, x1, dim)
     return torch.cat([y0, y1, y2], dim=dim).to(x.dtype)
 
 
 def jet_layer_norm(
-    x: Tensor, streams: Streams, weight: Tensor | None, bias: Tensor | None, eps: float, dim: int = 0
+    x: Tensor, plan: JetPlan, weight: Tensor | None, bias: Tensor | None, eps: float, dim: int = 0
 ) -> Tensor:
     """Jet of ``layer_norm`` over the last dimension (stacked along ``dim``, which must not be last).
 
@@ -133,13 +79,13 @@ def jet_layer_norm(
     ``t_k = (x_k − ⟨x_k⟩) r``, ``α_k = ⟨n t_k⟩`` (derived from mean, variance and rsqrt)::
 
         n_k = t_k − n α_k
-        n_p = t_p − t_a α_b − t_b α_a + n (3 α_a α_b − ⟨t_a t_b⟩ − ⟨n t_p⟩)
+        n_2 = t_2 − n ⟨n t_2⟩ + Σ B(t_a, t_b),   B(t_a, t_b) = n (3 α_a α_b − ⟨t_a t_b⟩) − t_a α_b − t_b α_a
 
     and ``y = n·weight + bias`` on the primal, ``y_k = n_k·weight`` on the tangents.
     """
     if dim % x.dim() == x.dim() - 1:
         raise ValueError("jet_layer_norm: the stream dimension cannot be the normalised (last) dimension")
-    x0, x1, x2 = (t.to(_opmath(x)) for t in streams.split(x, dim))
+    x0, x1, x2 = (t.to(_opmath(x)) for t in plan.split(x, dim))
     mu = x0.mean(dim=-1, keepdim=True)
     c0 = x0 - mu
     r = torch.rsqrt((c0 * c0).mean(dim=-1, keepdim=True) + eps)
@@ -148,10 +94,12 @@ def jet_layer_norm(
     alpha = (n0 * t1).mean(dim=-1, keepdim=True)
     n1 = t1 - n0 * alpha
     t2 = (x2 - x2.mean(dim=-1, keepdim=True)) * r
-    t1a, t1b = streams.pair_streams(t1, dim)
-    aa, ab = streams.pair_streams(alpha, dim)
-    kappa = 3.0 * aa * ab - (t1a * t1b).mean(dim=-1, keepdim=True) - (n0 * t2).mean(dim=-1, keepdim=True)
-    n2 = t2 - t1a * ab - t1b * aa + n0 * kappa
+
+    def bilinear(a: tuple[Tensor, Tensor], b: tuple[Tensor, Tensor]) -> Tensor:
+        (ta, aa), (tb, ab) = a, b
+        return n0 * (3.0 * aa * ab - (ta * tb).mean(dim=-1, keepdim=True)) - ta * ab - tb * aa
+
+    n2 = t2 - n0 * (n0 * t2).mean(dim=-1, keepdim=True) + plan.quadratic(bilinear, (t1, alpha), dim)
     out = torch.cat([n0, n1, n2], dim=dim)
     if weight is not None:
         out = out * weight.to(out.dtype)
@@ -161,22 +109,21 @@ def jet_layer_norm(
     return out
 
 
-def jet_softmax(s: Tensor, streams: Streams, dim: int = 0) -> Tensor:
+def jet_softmax(s: Tensor, plan: JetPlan, dim: int = 0) -> Tensor:
     """Jet of ``softmax`` over the last dimension (stacked along ``dim``, which must not be last).
 
-    With ``P = softmax(s)``, ``D_k = s_k − ⟨P, s_k⟩`` and ``E_p = s_p + D_a D_b`` (spec §4's
-    softmax rule, rearranged with ``Σ P D_k = 0``)::
+    With ``P = softmax(s)``, ``D_k = s_k − ⟨P, s_k⟩`` and ``E_2 = s_2 + Σ D_a D_b`` (spec §4's softmax
+    rule, rearranged with ``Σ P D_k = 0``; the sum is the plan's quadratic sum)::
 
         P_k = P ⊙ D_k
-        P_p = P ⊙ (E_p − ⟨P, E_p⟩)
+        P_2 = P ⊙ (E_2 − ⟨P, E_2⟩)
     """
     if dim % s.dim() == s.dim() - 1:
         raise ValueError("jet_softmax: the stream dimension cannot be the softmax (last) dimension")
-    s0, s1, s2 = (t.to(_opmath(s)) for t in streams.split(s, dim))
+    s0, s1, s2 = (t.to(_opmath(s)) for t in plan.split(s, dim))
     p = torch.softmax(s0, dim=-1)
     d1 = s1 - (p * s1).sum(dim=-1, keepdim=True)
-    d1a, d1b = streams.pair_streams(d1, dim)
-    e = s2 + d1a * d1b
+    e = s2 + plan.quadratic(torch.mul, d1, dim)
     p2 = p * (e - (p * e).sum(dim=-1, keepdim=True))
     return torch.cat([p, p * d1, p2], dim=dim).to(s.dtype)
 
