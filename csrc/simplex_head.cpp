@@ -7,7 +7,9 @@
 // every other step is O(B·K·(d + C)) and fused here.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/record_function.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -526,6 +528,49 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> simplex_head_backward_cpu(
           dtext.to(text_in.scalar_type())};
 }
 
+// ---- autocast policy ---------------------------------------------------------------------------
+// The head always computes in float32 (float64 inputs in float64), whatever autocast asks for: its GEMM
+// feeds a softmax and second-order differences of logits that bf16/fp16 cannot resolve. Under autocast
+// (CPU or CUDA) the ops cast bfloat16/float16 tensors to float32, leave float32/float64 as they are, and
+// redispatch with every autocast key excluded, so that the GEMMs inside the kernels run in the compute
+// dtype too (torch.library.register_autocast(op, device, torch.float32) does the same for the Triton ops).
+// Through autograd, the gradients of cast inputs come back in the inputs' own dtypes.
+Tensor autocast_input(const Tensor& t) {
+  return t.defined() && (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16) ? t.to(at::kFloat) : t;
+}
+
+c10::optional<Tensor> autocast_input(const c10::optional<Tensor>& t) {
+  return t.has_value() ? c10::optional<Tensor>(autocast_input(*t)) : t;
+}
+
+template <typename Signature>
+c10::TypedOperatorHandle<Signature> find_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> simplex_head_forward_autocast(
+    const Tensor& f, const Tensor& F1, const Tensor& F2, const Tensor& text, const Tensor& labels,
+    const Tensor& weights, double logit_scale, double lam, int64_t variant, double kappa, int64_t order) {
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+  static const auto op = find_op<decltype(simplex_head_forward_cpu)>("advsimplex::simplex_head_forward");
+  return op.call(
+      autocast_input(f), autocast_input(F1), autocast_input(F2), autocast_input(text), labels, autocast_input(weights),
+      logit_scale, lam, variant, kappa, order);
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> simplex_head_backward_autocast(
+    const Tensor& grad_loss, const c10::optional<Tensor>& grad_omega, const Tensor& f, const Tensor& F1,
+    const Tensor& F2, const Tensor& text, const Tensor& labels, const Tensor& weights, const Tensor& Z,
+    const Tensor& Ns, const Tensor& stats, double logit_scale, double lam, int64_t variant, double kappa,
+    int64_t order, bool text_grad) {
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+  static const auto op = find_op<decltype(simplex_head_backward_cpu)>("advsimplex::simplex_head_backward");
+  return op.call(
+      autocast_input(grad_loss), autocast_input(grad_omega), autocast_input(f), autocast_input(F1),
+      autocast_input(F2), autocast_input(text), labels, autocast_input(weights), Z, Ns, stats, logit_scale, lam,
+      variant, kappa, order, text_grad);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(advsimplex, m) {
@@ -542,6 +587,16 @@ TORCH_LIBRARY_FRAGMENT(advsimplex, m) {
 TORCH_LIBRARY_IMPL(advsimplex, CPU, m) {
   m.impl("simplex_head_forward", &simplex_head_forward_cpu);
   m.impl("simplex_head_backward", &simplex_head_backward_cpu);
+}
+
+TORCH_LIBRARY_IMPL(advsimplex, AutocastCPU, m) {
+  m.impl("simplex_head_forward", &simplex_head_forward_autocast);
+  m.impl("simplex_head_backward", &simplex_head_backward_autocast);
+}
+
+TORCH_LIBRARY_IMPL(advsimplex, AutocastCUDA, m) {
+  m.impl("simplex_head_forward", &simplex_head_forward_autocast);
+  m.impl("simplex_head_backward", &simplex_head_backward_autocast);
 }
 
 }  // namespace advsimplex

@@ -141,19 +141,21 @@ def simplex_head(
     if chosen == "reference":
         compute = torch.float64 if f.dtype == torch.float64 else torch.float32
         pairs = pair_index(F1.shape[1], order)
-        loss, omega = simplex_head_reference(
-            f.to(compute), F1.to(compute), F2.to(compute), text_features.to(compute), labels, weights.to(compute),
-            pairs, logit_scale=logit_scale, lam=float(lam), variant=variant, kappa=float(kappa), order=order,
-        )  # fmt: skip
+        with torch.autocast(f.device.type, enabled=False):  # the autocast policy: compute in fp32 (fp64)
+            loss, omega = simplex_head_reference(
+                f.to(compute), F1.to(compute), F2.to(compute), text_features.to(compute), labels,
+                weights.to(compute), pairs, logit_scale=logit_scale, lam=float(lam), variant=variant,
+                kappa=float(kappa), order=order,
+            )  # fmt: skip
         return (loss, omega) if return_omega else loss
     if torch._C._are_functorch_transforms_active():
         raise NotImplementedError(
             f"simplex_head backend {chosen!r} does not support torch.func transforms (jvp/vmap/grad would be "
             "silently wrong through a custom op); use backend='reference'"
         )
-    args = (
-        f, F1, F2, text_features, labels.long(), weights.detach(),
-        float(logit_scale), float(lam), VARIANT_CODES[variant], float(kappa), int(order),
+    args = op_arguments(
+        f, F1, F2, text_features, labels, weights,
+        logit_scale=logit_scale, lam=lam, variant=variant, kappa=kappa, order=order,
     )  # fmt: skip
     if chosen == "triton":
         if f.dtype == torch.float64:
@@ -164,6 +166,28 @@ def simplex_head(
         op = torch.ops.advsimplex.simplex_head_forward
     loss, omega = op(*args)[:2]
     return (loss, omega) if return_omega else loss
+
+
+def op_arguments(
+    f: Tensor,
+    F1: Tensor,
+    F2: Tensor,
+    text_features: Tensor,
+    labels: Tensor,
+    weights: Tensor,
+    *,
+    logit_scale: float | Tensor,
+    lam: float,
+    variant: str,
+    kappa: float,
+    order: int,
+) -> tuple:
+    """The positional arguments of the registered forward ops (``torch.ops.advsimplex.simplex_head_forward``,
+    ``simplex_head_triton_forward``) for :func:`simplex_head`'s arguments; ``weights`` are constants."""
+    return (
+        f, F1, F2, text_features, labels.long(), weights.detach(),
+        float(logit_scale), float(lam), VARIANT_CODES[variant], float(kappa), int(order),
+    )  # fmt: skip
 
 
 def _register_compiled_ops() -> None:
@@ -207,4 +231,7 @@ def _register_triton_ops() -> None:
         )  # fmt: skip
 
     register("advsimplex::simplex_head_triton_forward", "advsimplex::simplex_head_triton_backward")
+    for name in ("advsimplex::simplex_head_triton_forward", "advsimplex::simplex_head_triton_backward"):
+        for device_type in ("cpu", "cuda"):  # the autocast policy of the compiled ops (csrc/simplex_head.cpp)
+            torch.library.register_autocast(name, device_type, torch.float32)
     _TRITON_OPS.append(True)
