@@ -9,11 +9,12 @@ import pytest
 import torch
 from test_train_support import single_thread, tiny_config, write_cifar_slice
 
+from advsimplex.runtime import parse_number
 from advsimplex.train import ConfigError, TrainConfig, list_presets, load_config, train
 from advsimplex.train.cli import main
-from advsimplex.train.config import parse_number, read_yaml
 from advsimplex.train.data import EpochShardSampler
 from advsimplex.train.optim import WarmupCosine
+from advsimplex.train.presets import read_yaml
 
 
 @pytest.fixture(autouse=True)

@@ -57,3 +57,33 @@ def test_cifar_slice_holds_real_images(tmp_path):
     with np.load(path) as d:
         assert d["images"].shape == (5, 32, 32, 3) and d["images"].dtype == np.uint8 and d["images"].std() > 20
         assert list(d["classes"])[:2] == ["airplane", "automobile"]
+
+
+def rewrite_checkpoint(path: Path, *, tensors=None, state=None, checksum: bool = True) -> None:
+    """Rewrite a training checkpoint in place: ``tensors(dict) -> dict`` and ``state(dict) -> dict`` edit its
+    contents; ``checksum`` False keeps the old checksum (so the edit shows as corruption)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from advsimplex._io import tensors_checksum
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+        values = {k: f.get_tensor(k) for k in f.keys()}
+    if tensors is not None:
+        values = tensors(values)
+    if state is not None:
+        meta["state"] = json.dumps(state(json.loads(meta["state"])))
+    if checksum:
+        meta["checksum"] = tensors_checksum(values)
+    save_file(values, str(path), metadata=meta)
+
+
+def flip_tensor_byte(path: Path) -> None:
+    """Corrupt one byte of a safetensors file's tensor data, leaving the header intact."""
+    data = bytearray(path.read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little")
+    data[header + (len(data) - header) // 2] ^= 0x5A
+    path.write_bytes(bytes(data))

@@ -14,27 +14,14 @@ Writes ``results.json``, ``report.md`` and ``robustness.png`` to ``--out`` and p
 from __future__ import annotations
 
 import argparse
-import logging
-import math
 import sys
 from collections.abc import Sequence
-from fractions import Fraction
 from pathlib import Path
 
+from ..runtime import parse_number, prepare_output_dir, setup_logging
 from .attacks import ATTACKS, AttackSettings
 from .runner import DEFAULT_ATTACKS, DEFAULT_EPS, EvalConfig, EvaluationInputError, ModelSpec, evaluate
 from .suite import DatasetNotFoundError, resolve_data_root, suite_table
-
-
-def parse_fraction(text: str) -> float:
-    """``4/255``, ``0.0157`` or ``1e-2`` → float (ValueError on anything else)."""
-    try:
-        value = float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError) as exc:
-        raise ValueError(f"{text!r} is not a number or fraction like 4/255") from exc
-    if not math.isfinite(value):
-        raise ValueError(f"{text!r} is not finite")
-    return value
 
 
 def _csv(option: str, values: Sequence[str]) -> list[str]:
@@ -50,7 +37,7 @@ def parse_eps(values: Sequence[str]) -> tuple[float, ...]:
     out: list[float] = []
     for part in _csv("--eps", values):
         try:
-            eps = parse_fraction(part)
+            eps = parse_number(part)
         except ValueError as exc:
             raise ValueError(f"--eps: {exc}") from exc
         if not 0 <= eps <= 1:
@@ -172,7 +159,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         if value is None:
             return None
         try:
-            return parse_fraction(value)
+            return parse_number(value)
         except ValueError as exc:
             raise ValueError(f"{option}: {exc}") from exc
 
@@ -214,9 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"data root: {root}\n")
         print(suite_table(root))
         return 0
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    setup_logging(quiet=args.quiet)
     try:
         config = config_from_args(args)
+        out = prepare_output_dir(args.out, "--out")  # before the evaluation: a bad --out costs nothing
     except ValueError as exc:
         parser.error(str(exc))
     try:
@@ -225,12 +213,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     from .report import markdown_report, plot_robustness, write_results
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_results(out / "results.json", records, config.to_dict())
     report = markdown_report(records)
-    (out / "report.md").write_text(report)
-    plot_robustness(records, out / "robustness.png")
+    try:
+        write_results(out / "results.json", records, config.to_dict())
+        (out / "report.md").write_text(report)
+        plot_robustness(records, out / "robustness.png")
+    except OSError as exc:  # a full disk, a permission or I/O error
+        print(f"advsimplex-eval: error: cannot write the results into {out}: {exc.strerror or exc}", file=sys.stderr)
+        print(report)
+        return 2
     print(report)
     print(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'robustness.png'}", file=sys.stderr)
     return 0

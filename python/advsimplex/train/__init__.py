@@ -2,28 +2,38 @@
 
 Modules, one job each:
 
-- :mod:`.config`       the flat :class:`TrainConfig`, YAML presets (``configs/train``), flags, validation
+- :mod:`.config`       the flat :class:`TrainConfig`: each key's type, default, help and resume policy
+- :mod:`.coercion`     YAML / flag values → the keys' types
+- :mod:`.validation`   ranges and choices (:class:`ConfigError` names the key)
+- :mod:`.presets`      YAML files, the shipped presets (``configs/train``), ``base:`` chains, :func:`load_config`
+- :mod:`.flags`        one ``advsimplex-train`` flag per key
 - :mod:`.methods`      the objectives: advsimplex, sampled, tecoa, trades, pmg, fare
 - :mod:`.pretrain`     the contrastive ``clip`` objective (captions from class names)
 - :mod:`.modeling`     loading, freezing, VPT, the class-prompt embeddings, exported weights
 - :mod:`.data`         datasets, the resumable sharded sampler
 - :mod:`.optim`        AdamW / SGD, warmup + cosine schedule
-- :mod:`.checkpoint`   safetensors checkpoints (atomic, no pickle) with optimizer, scheduler and RNG state
+- :mod:`.checkpoint`   safetensors checkpoints (atomic, checksummed, no pickle) with optimizer, scheduler, RNG state
+- :mod:`.rundir`       the out_dir policy (never written over by accident; ``overwrite``)
+- :mod:`.resume`       which checkpoint to resume from and whether the settings allow an exact resume
 - :mod:`.distributed`  torchrun / DistributedDataParallel helpers (nccl or gloo)
 - :mod:`.metrics`      CSV and TensorBoard
 - :mod:`.evaluate`     clean / PGD zero-shot accuracy
-- :mod:`.trainer`      the loop: :func:`train`
+- :mod:`.trainer`      the loop: :func:`train` (non-finite guard: :class:`NonFiniteError`)
 - :mod:`.demo`         the README's main job (``python -m advsimplex``)
 - :mod:`.cli`          ``advsimplex-train``
 """
 
-from .config import METHODS, ConfigError, TrainConfig, list_presets, load_config
+from .checkpoint import CheckpointError
+from .config import METHODS, ConfigError, TrainConfig
 from .methods import advsimplex_encoder, build_objective
-from .trainer import TrainResult, train
+from .presets import list_presets, load_config
+from .trainer import NonFiniteError, TrainResult, train
 
 __all__ = [
     "METHODS",
+    "CheckpointError",
     "ConfigError",
+    "NonFiniteError",
     "TrainConfig",
     "TrainResult",
     "advsimplex_encoder",

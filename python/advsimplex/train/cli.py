@@ -15,11 +15,13 @@ Settings: defaults < ``--config`` file < flags. ``--print-config`` shows the res
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
-from .config import ConfigError, add_config_flags, dump_yaml, list_presets, load_config, overrides_from_args
+from ..runtime import setup_logging
+from .config import ConfigError
+from .flags import add_config_flags, overrides_from_args
+from .presets import dump_yaml, list_presets, load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="advsimplex-train",
         description="Adversarially fine-tune an open_clip model (AdvSimplex and baselines), or pre-train one "
         "contrastively (method clip).",
-        epilog="Presets: " + ", ".join(list_presets()) + ". See python -m advsimplex.train --print-config.",
+        epilog="Presets: " + ", ".join(list_presets()) + ". See python -m advsimplex.train --print-config. "
+        "Exit status: 0 done (or stopped by --stop-after-steps), 1 stopped by a non-finite value, 2 bad input "
+        "(config, files, out-dir, checkpoint), 130 interrupted.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", metavar="YAML", help="a YAML file or the name of a shipped preset")
@@ -38,16 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(quiet: bool = False) -> None:
-    """Progress messages of advsimplex on stderr (INFO, or WARNING with ``quiet``); other libraries stay quiet."""
-    logger = logging.getLogger("advsimplex")
-    if not any(getattr(h, "_advsimplex", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._advsimplex = True
-        logger.addHandler(handler)
-        logger.propagate = False
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+def _error(message: object, code: int = 2) -> int:
+    print(f"advsimplex-train: error: {message}", file=sys.stderr)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,17 +61,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(dump_yaml(cfg), end="")
         return 0
     setup_logging(quiet=args.quiet)
-    from .trainer import train
+    from .checkpoint import CheckpointError
+    from .trainer import NonFiniteError, train
 
     try:
         result = train(cfg)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"advsimplex-train: error: {exc}", file=sys.stderr)
-        return 2
+    except (ConfigError, CheckpointError, FileNotFoundError) as exc:
+        return _error(exc)
+    except NonFiniteError as exc:
+        return _error(exc, 1)
+    except OSError as exc:  # a full disk, a permission or I/O error while writing
+        return _error(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''} (out_dir {cfg.out_dir})")
+    except KeyboardInterrupt:
+        return _error("interrupted; continue with --resume auto from the last checkpoint", 130)
     if result.finished and result.model_path is not None:
         print(f"trained model: {result.model_path}")
     elif not result.finished:
         print(f"stopped at step {result.step} of {result.total_steps}; continue with --resume auto")
+    if result.skipped_steps:
+        print(f"updates skipped for non-finite values (nonfinite: skip) at steps {result.skipped_steps}")
     for ev in result.evaluations[-1:]:
         print(
             f"zero-shot accuracy ({ev['samples']} test images): clean {100 * ev['clean']:.1f} %, "

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, load_config
+from ..runtime import eps_label
+from .config import ConfigError
+from .presets import load_config
 
 log = logging.getLogger("advsimplex.train.demo")
 
@@ -40,21 +42,11 @@ def _stage_config(preset: str, out: Path, name: str, model: str | None, progress
     overrides = {"out_dir": str(out / name), "eval_samples": 0, "progress": progress}
     if model is not None:
         overrides["model"] = model
-    cfg = load_config(preset, overrides)
     if resume:
-        cfg.resume = "auto"
-    else:  # a fresh run: older checkpoints of this stage must not be picked up later by --resume
-        from .checkpoint import list_checkpoints
-
-        for old in list_checkpoints(out / name / "checkpoints"):
-            old.unlink()
-    return cfg
-
-
-def _eps_label(eps: float) -> str:
-    """``1/255``, ``0.5/255`` for tenths of 1/255, else the number."""
-    k = round(eps * 255, 1)
-    return f"{k:g}/255" if abs(eps * 255 - k) < 1e-6 else f"{eps:g}"
+        overrides["resume"] = "auto"
+    else:  # a fresh run replaces an earlier run of this stage (its checkpoints must not be resumed later)
+        overrides["overwrite"] = True
+    return load_config(preset, overrides)
 
 
 def run_demo(
@@ -91,7 +83,7 @@ def run_demo(
         }  # fmt: skip
         if name == "pretrain":
             model_path = str(result.model_path)
-    log.info("== evaluation: clean and PGD-%d at ε = %s on %d CIFAR-10 test images", pgd_steps, _eps_label(eps),
+    log.info("== evaluation: clean and PGD-%d at ε = %s on %d CIFAR-10 test images", pgd_steps, eps_label(eps),
              samples)  # fmt: skip
     t0 = time.perf_counter()
     specs = [ModelSpec(trained[name]["model"], label=label) for name, _, label in STAGES]
@@ -138,7 +130,7 @@ def _machine() -> dict:
 
 def format_table(summary: dict) -> str:
     """The before/after table of :func:`run_demo`'s summary (markdown)."""
-    eps = _eps_label(summary["eval"]["eps"])
+    eps = eps_label(summary["eval"]["eps"])
     pgd = summary["eval"]["attack"].split(" ")[0]
     lines = [
         f"Zero-shot CIFAR-10, {summary['samples']} test images (seed {summary['seed']}); robust = {pgd} at ε = {eps}",
@@ -152,7 +144,7 @@ def format_table(summary: dict) -> str:
         else:
             method = f"{r['method']} ({r['variant']}, λ = {r['lam']:g})" if r["method"] == "advsimplex" else r["method"]
             what = (f"{method}, {r['steps']} steps × {r['batch_size']}, m = {r['attack_steps']}, "
-                    f"ε = {_eps_label(r['eps'])}, α = {_eps_label(r['alpha'])}")  # fmt: skip
+                    f"ε = {eps_label(r['eps'])}, α = {eps_label(r['alpha'])}")  # fmt: skip
         lines.append(f"| {r['label']} | {100 * r['clean']:.1f} % | {100 * r['pgd']:.1f} % | {what} | "
                      f"{r['train_seconds']:.0f} s |")  # fmt: skip
     m = summary["machine"]
@@ -181,15 +173,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--info", action="store_true", help="print the installation report and exit")
     args = parser.parse_args(argv)
     from .. import __main__ as info
-    from .cli import setup_logging
-    from .config import parse_number
+    from ..runtime import parse_number, setup_logging
 
     if args.info:
         info.report()
         return 0
     try:
         eps = parse_number(args.eps)
-    except (ValueError, ZeroDivisionError):
+    except ValueError:
         parser.error(f"--eps: {args.eps!r} is not a number or fraction like 1/255")
     if not 0 < eps <= 1:
         parser.error(f"--eps must lie in (0, 1] (pixel scale), got {args.eps}")

@@ -41,20 +41,6 @@ def env_from_environment() -> DistEnv:
     return DistEnv(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def resolve_device(device: str, env: DistEnv) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; under torchrun ``cuda`` means ``cuda:LOCAL_RANK``."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device: {device!r} asked for, but CUDA is not available here")
-        if dev.index is None:
-            dev = torch.device("cuda", env.local_rank if env.enabled else torch.cuda.current_device())
-        torch.cuda.set_device(dev)
-    return dev
-
-
 def init_distributed(env: DistEnv, device: torch.device) -> None:
     """Start the process group for ``env`` (``nccl`` on CUDA, else ``gloo``) unless already started."""
     if not env.enabled or dist.is_initialized():
@@ -84,13 +70,6 @@ def all_reduce_mean(values: Tensor) -> Tensor:
     if active():
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
         out /= dist.get_world_size()
-    return out
-
-
-def all_reduce_sum(values: Tensor) -> Tensor:
-    out = values.detach().clone()
-    if active():
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out
 
 
