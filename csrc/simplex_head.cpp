@@ -1,4 +1,5 @@
-// advsimplex::simplex_head — schemas and the C++ CPU kernels (at::parallel_for over rows).
+// advsimplex::simplex_head — the C++ CPU kernels (at::parallel_for over rows); schemas, checks and the
+// orchestration shared with the CUDA kernels: simplex_head_host.cpp.
 //
 // Forward:  Ns = s·[n; n_a; n_ab] (normalised-embedding jets, spec §4)  →  Z = Ns Tᵀ (one GEMM)
 //           →  per row: softmax, centring, u/h, closed-form Ω per simplex, CE  (class pass, simplex_head.h)
@@ -7,9 +8,7 @@
 // every other step is O(B·K·(d + C)) and fused here.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/record_function.h>
-#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -17,6 +16,7 @@
 #include <vector>
 
 #include "simplex_head.h"
+#include "simplex_head_host.h"
 
 namespace advsimplex {
 namespace {
@@ -30,12 +30,11 @@ struct Layout {
   std::vector<int> pair_a, pair_b, lookup;  // lookup[k * W + o] = index of pair (k, k + o)
 };
 
-Layout make_layout(int64_t m, int64_t order) {
-  TORCH_CHECK(order == 3 || order == 4, "simplex_head: order must be 3 or 4, got ", order);
-  TORCH_CHECK(m >= order - 1, "simplex_head: m = ", m, " steps has no simplex of order ", order);
+// The pair list of an m-step trajectory and simplices of W + 1 vertices (sizes checked by the host code).
+Layout make_layout(int64_t m, int64_t W) {
   Layout L;
   L.m = static_cast<int>(m);
-  L.W = static_cast<int>(order - 1);
+  L.W = static_cast<int>(W);
   L.S = L.m - L.W + 1;
   L.lookup.assign(L.m * L.W, -1);
   for (int k = 0; k < L.m; ++k)
@@ -396,207 +395,105 @@ void class_backward_row(
   final_range(RS, z, C, vec_end, C, y, gl, bp, sa, T(GG), dz);
 }
 
-template <typename T, int W>
-void class_forward(
-    const Layout& L, int64_t variant, double kappa, const Tensor& Z, const Tensor& labels, const Tensor& weights,
-    double lam, Tensor& loss, Tensor& omega, Tensor& stats) {
-  const int64_t B = Z.size(0), C = Z.size(2);
-  const T* z = Z.data_ptr<T>();
-  const int64_t* y = labels.data_ptr<int64_t>();
-  const T* w = weights.data_ptr<T>();
-  T *lo = loss.data_ptr<T>(), *om = omega.data_ptr<T>(), *st = stats.data_ptr<T>();
-  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> g(C);
-    for (int64_t b = begin; b < end; ++b)
-      class_forward_row<T, W>(
-          L, variant, kappa, z + b * L.K * C, C, y[b], w + b * L.S, T(lam), lo + b, om + b * L.S,
-          st + b * (L.K + L.P), g);
+// ---- the CPU launches (host code: simplex_head_host.cpp) -----------------------------------------
+
+void normalize_forward(const head::Sizes& z, const Tensor& f, const Tensor& F1, const Tensor& F2, double scale,
+                       Tensor& out) {
+  RECORD_FUNCTION("simplex_head::normalize_forward", std::vector<c10::IValue>());
+  const Layout L = make_layout(z.m, z.W);
+  const int64_t d = z.d;
+  AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "simplex_head_normalize_cpu", [&] {
+    const scalar_t *pf = f.data_ptr<scalar_t>(), *p1 = F1.data_ptr<scalar_t>(), *p2 = F2.data_ptr<scalar_t>();
+    scalar_t* po = out.data_ptr<scalar_t>();
+    at::parallel_for(0, z.B, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b)
+        normalize_forward_row<scalar_t>(
+            L, pf + b * d, p1 + b * L.m * d, p2 + b * L.P * d, scalar_t(scale), d, po + b * L.K * d);
+    });
   });
 }
 
-template <typename T, int W>
-void class_backward(
-    const Layout& L, int64_t variant, double kappa, const Tensor& Z, const Tensor& stats, const Tensor& labels,
-    const Tensor& weights, double lam, const Tensor& grad_loss, const c10::optional<Tensor>& grad_omega, Tensor& dZ) {
-  const int64_t B = Z.size(0), C = Z.size(2);
-  const T *z = Z.data_ptr<T>(), *st = stats.data_ptr<T>(), *w = weights.data_ptr<T>(), *gl = grad_loss.data_ptr<T>();
-  const T* go = grad_omega.has_value() ? grad_omega->data_ptr<T>() : nullptr;
-  const int64_t* y = labels.data_ptr<int64_t>();
-  T* dz = dZ.data_ptr<T>();
-  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b)
-      class_backward_row<T, W>(
-          L, variant, kappa, z + b * L.K * C, st + b * (L.K + L.P), C, y[b], w + b * L.S, T(lam), gl[b],
-          go ? go + b * L.S : nullptr, dz + b * L.K * C);
+void class_forward(const head::Sizes& z, const head::Options& o, const Tensor& Z, const Tensor& labels,
+                   const Tensor& weights, Tensor& loss, Tensor& omega, Tensor& stats) {
+  RECORD_FUNCTION("simplex_head::class_forward", std::vector<c10::IValue>());
+  const Layout L = make_layout(z.m, z.W);
+  const int64_t C = z.C;
+  AT_DISPATCH_FLOATING_TYPES(Z.scalar_type(), "simplex_head_class_forward_cpu", [&] {
+    using T = scalar_t;
+    const T *pz = Z.data_ptr<T>(), *w = weights.data_ptr<T>();
+    const int64_t* y = labels.data_ptr<int64_t>();
+    T *lo = loss.data_ptr<T>(), *om = omega.data_ptr<T>(), *st = stats.data_ptr<T>();
+    auto rows = [&](auto width) {
+      constexpr int W = decltype(width)::value;
+      at::parallel_for(0, z.B, 1, [&](int64_t begin, int64_t end) {
+        std::vector<T> g(C);
+        for (int64_t b = begin; b < end; ++b)
+          class_forward_row<T, W>(
+              L, o.variant, o.kappa, pz + b * L.K * C, C, y[b], w + b * L.S, T(o.lam), lo + b, om + b * L.S,
+              st + b * (L.K + L.P), g);
+      });
+    };
+    if (L.W == 2)
+      rows(std::integral_constant<int, 2>());
+    else
+      rows(std::integral_constant<int, 3>());
   });
 }
 
-at::ScalarType compute_type(const Tensor& f) {
-  return f.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-void check_inputs(const Tensor& f, const Tensor& F1, const Tensor& F2, const Tensor& text, const Layout& L) {
-  TORCH_CHECK(f.dim() == 2, "simplex_head: f must be (B, d), got ", f.sizes());
-  TORCH_CHECK(F1.dim() == 3 && F1.size(0) == f.size(0) && F1.size(2) == f.size(1), "simplex_head: F1 must be (B, m, d)");
-  TORCH_CHECK(F2.dim() == 3 && F2.size(0) == f.size(0) && F2.size(1) == L.P && F2.size(2) == f.size(1),
-              "simplex_head: F2 must be (B, P, d) with P = ", L.P);
-  TORCH_CHECK(text.dim() == 2 && text.size(1) == f.size(1), "simplex_head: text_features must be (C, d)");
-}
-
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> simplex_head_forward_cpu(
-    const Tensor& f_in, const Tensor& F1_in, const Tensor& F2_in, const Tensor& text_in, const Tensor& labels,
-    const Tensor& weights_in, double logit_scale, double lam, int64_t variant, double kappa, int64_t order) {
-  const Layout L = make_layout(F1_in.size(1), order);
-  check_inputs(f_in, F1_in, F2_in, text_in, L);
-  const auto ct = compute_type(f_in);
-  const Tensor f = f_in.to(ct).contiguous(), F1 = F1_in.to(ct).contiguous(), F2 = F2_in.to(ct).contiguous();
-  const Tensor text = text_in.to(ct).contiguous(), weights = weights_in.to(ct).contiguous();
-  const Tensor y = labels.to(at::kLong).contiguous();
-  const int64_t B = f.size(0), d = f.size(1), C = text.size(0);
-  Tensor Ns = at::empty({B, L.K, d}, f.options());
-  {
-    RECORD_FUNCTION("simplex_head::normalize_forward", std::vector<c10::IValue>());
-    AT_DISPATCH_FLOATING_TYPES(ct, "simplex_head_normalize_cpu", [&] {
-      const scalar_t *pf = f.data_ptr<scalar_t>(), *p1 = F1.data_ptr<scalar_t>(), *p2 = F2.data_ptr<scalar_t>();
-      scalar_t* out = Ns.data_ptr<scalar_t>();
-      at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+void class_backward(const head::Sizes& z, const head::Options& o, const Tensor& Z, const Tensor& stats,
+                    const Tensor& labels, const Tensor& weights, const Tensor& grad_loss, const Tensor& grad_omega,
+                    Tensor& dZ) {
+  RECORD_FUNCTION("simplex_head::class_backward", std::vector<c10::IValue>());
+  const Layout L = make_layout(z.m, z.W);
+  const int64_t C = z.C;
+  AT_DISPATCH_FLOATING_TYPES(Z.scalar_type(), "simplex_head_class_backward_cpu", [&] {
+    using T = scalar_t;
+    const T *pz = Z.data_ptr<T>(), *st = stats.data_ptr<T>(), *w = weights.data_ptr<T>();
+    const T *gl = grad_loss.data_ptr<T>(), *go = grad_omega.defined() ? grad_omega.data_ptr<T>() : nullptr;
+    const int64_t* y = labels.data_ptr<int64_t>();
+    T* dz = dZ.data_ptr<T>();
+    auto rows = [&](auto width) {
+      constexpr int W = decltype(width)::value;
+      at::parallel_for(0, z.B, 1, [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; ++b)
-          normalize_forward_row<scalar_t>(
-              L, pf + b * d, p1 + b * L.m * d, p2 + b * L.P * d, scalar_t(logit_scale), d, out + b * L.K * d);
+          class_backward_row<T, W>(
+              L, o.variant, o.kappa, pz + b * L.K * C, st + b * (L.K + L.P), C, y[b], w + b * L.S, T(o.lam), gl[b],
+              go ? go + b * L.S : nullptr, dz + b * L.K * C);
       });
+    };
+    if (L.W == 2)
+      rows(std::integral_constant<int, 2>());
+    else
+      rows(std::integral_constant<int, 3>());
+  });
+}
+
+void normalize_backward(const head::Sizes& z, const Tensor& f, const Tensor& F1, const Tensor& F2,
+                        const Tensor& gN, Tensor& df, Tensor& dF1, Tensor& dF2) {
+  RECORD_FUNCTION("simplex_head::normalize_backward", std::vector<c10::IValue>());
+  const Layout L = make_layout(z.m, z.W);
+  const int64_t d = z.d;
+  AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "simplex_head_normalize_backward_cpu", [&] {
+    const scalar_t *pf = f.data_ptr<scalar_t>(), *p1 = F1.data_ptr<scalar_t>(), *p2 = F2.data_ptr<scalar_t>();
+    const scalar_t* pg = gN.data_ptr<scalar_t>();
+    scalar_t *qf = df.data_ptr<scalar_t>(), *q1 = dF1.data_ptr<scalar_t>(), *q2 = dF2.data_ptr<scalar_t>();
+    at::parallel_for(0, z.B, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b)
+        normalize_backward_row<scalar_t>(
+            L, pf + b * d, p1 + b * L.m * d, p2 + b * L.P * d, pg + b * L.K * d, d, qf + b * d, q1 + b * L.m * d,
+            q2 + b * L.P * d);
     });
-  }
-  Tensor Z = at::mm(Ns.view({B * L.K, d}), text.t()).view({B, L.K, C});
-  Tensor loss = at::empty({B}, f.options()), omega = at::empty({B, L.S}, f.options());
-  Tensor stats = at::empty({B, L.K + L.P}, f.options());
-  {
-    RECORD_FUNCTION("simplex_head::class_forward", std::vector<c10::IValue>());
-    AT_DISPATCH_FLOATING_TYPES(ct, "simplex_head_class_forward_cpu", [&] {
-      if (L.W == 2)
-        class_forward<scalar_t, 2>(L, variant, kappa, Z, y, weights, lam, loss, omega, stats);
-      else
-        class_forward<scalar_t, 3>(L, variant, kappa, Z, y, weights, lam, loss, omega, stats);
-    });
-  }
-  return {loss, omega, Z, Ns, stats};
+  });
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> simplex_head_backward_cpu(
-    const Tensor& grad_loss_in, const c10::optional<Tensor>& grad_omega_in, const Tensor& f_in, const Tensor& F1_in,
-    const Tensor& F2_in, const Tensor& text_in, const Tensor& labels, const Tensor& weights_in, const Tensor& Z,
-    const Tensor& Ns, const Tensor& stats, double logit_scale, double lam, int64_t variant, double kappa,
-    int64_t order, bool text_grad) {
-  const Layout L = make_layout(F1_in.size(1), order);
-  const auto ct = compute_type(f_in);
-  const Tensor f = f_in.to(ct).contiguous(), F1 = F1_in.to(ct).contiguous(), F2 = F2_in.to(ct).contiguous();
-  const Tensor text = text_in.to(ct).contiguous(), weights = weights_in.to(ct).contiguous();
-  const Tensor y = labels.to(at::kLong).contiguous(), grad_loss = grad_loss_in.to(ct).contiguous();
-  c10::optional<Tensor> grad_omega;
-  if (grad_omega_in.has_value() && grad_omega_in->defined()) grad_omega = grad_omega_in->to(ct).contiguous();
-  const int64_t B = f.size(0), d = f.size(1), C = text.size(0);
-  Tensor dZ = at::empty_like(Z);
-  {
-    RECORD_FUNCTION("simplex_head::class_backward", std::vector<c10::IValue>());
-    AT_DISPATCH_FLOATING_TYPES(ct, "simplex_head_class_backward_cpu", [&] {
-      if (L.W == 2)
-        class_backward<scalar_t, 2>(L, variant, kappa, Z, stats, y, weights, lam, grad_loss, grad_omega, dZ);
-      else
-        class_backward<scalar_t, 3>(L, variant, kappa, Z, stats, y, weights, lam, grad_loss, grad_omega, dZ);
-    });
-  }
-  const Tensor dZ2 = dZ.view({B * L.K, C});
-  // Z = Ns Tᵀ with Ns = s·N, so ∂L/∂N = s·(dZ T) and ∂L/∂T = dZᵀ Ns.
-  Tensor gN = at::mm(dZ2, text).mul_(logit_scale).view({B, L.K, d});
-  // dT only when T needs a gradient (training freezes the text tower): one GEMM less.
-  Tensor dtext = text_grad ? at::mm(dZ2.t(), Ns.view({B * L.K, d})) : at::empty({0}, f.options());
-  Tensor df = at::empty_like(f), dF1 = at::empty_like(F1), dF2 = at::empty_like(F2);
-  {
-    RECORD_FUNCTION("simplex_head::normalize_backward", std::vector<c10::IValue>());
-    AT_DISPATCH_FLOATING_TYPES(ct, "simplex_head_normalize_backward_cpu", [&] {
-      const scalar_t *pf = f.data_ptr<scalar_t>(), *p1 = F1.data_ptr<scalar_t>(), *p2 = F2.data_ptr<scalar_t>();
-      const scalar_t* pg = gN.data_ptr<scalar_t>();
-      scalar_t *qf = df.data_ptr<scalar_t>(), *q1 = dF1.data_ptr<scalar_t>(), *q2 = dF2.data_ptr<scalar_t>();
-      at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b)
-          normalize_backward_row<scalar_t>(
-              L, pf + b * d, p1 + b * L.m * d, p2 + b * L.P * d, pg + b * L.K * d, d, qf + b * d, q1 + b * L.m * d,
-              q2 + b * L.P * d);
-      });
-    });
-  }
-  return {df.to(f_in.scalar_type()), dF1.to(F1_in.scalar_type()), dF2.to(F2_in.scalar_type()),
-          dtext.to(text_in.scalar_type())};
-}
-
-// ---- autocast policy ---------------------------------------------------------------------------
-// The head always computes in float32 (float64 inputs in float64), whatever autocast asks for: its GEMM
-// feeds a softmax and second-order differences of logits that bf16/fp16 cannot resolve. Under autocast
-// (CPU or CUDA) the ops cast bfloat16/float16 tensors to float32, leave float32/float64 as they are, and
-// redispatch with every autocast key excluded, so that the GEMMs inside the kernels run in the compute
-// dtype too (torch.library.register_autocast(op, device, torch.float32) does the same for the Triton ops).
-// Through autograd, the gradients of cast inputs come back in the inputs' own dtypes.
-Tensor autocast_input(const Tensor& t) {
-  return t.defined() && (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16) ? t.to(at::kFloat) : t;
-}
-
-c10::optional<Tensor> autocast_input(const c10::optional<Tensor>& t) {
-  return t.has_value() ? c10::optional<Tensor>(autocast_input(*t)) : t;
-}
-
-template <typename Signature>
-c10::TypedOperatorHandle<Signature> find_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
-}
-
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> simplex_head_forward_autocast(
-    const Tensor& f, const Tensor& F1, const Tensor& F2, const Tensor& text, const Tensor& labels,
-    const Tensor& weights, double logit_scale, double lam, int64_t variant, double kappa, int64_t order) {
-  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-  static const auto op = find_op<decltype(simplex_head_forward_cpu)>("advsimplex::simplex_head_forward");
-  return op.call(
-      autocast_input(f), autocast_input(F1), autocast_input(F2), autocast_input(text), labels, autocast_input(weights),
-      logit_scale, lam, variant, kappa, order);
-}
-
-std::tuple<Tensor, Tensor, Tensor, Tensor> simplex_head_backward_autocast(
-    const Tensor& grad_loss, const c10::optional<Tensor>& grad_omega, const Tensor& f, const Tensor& F1,
-    const Tensor& F2, const Tensor& text, const Tensor& labels, const Tensor& weights, const Tensor& Z,
-    const Tensor& Ns, const Tensor& stats, double logit_scale, double lam, int64_t variant, double kappa,
-    int64_t order, bool text_grad) {
-  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-  static const auto op = find_op<decltype(simplex_head_backward_cpu)>("advsimplex::simplex_head_backward");
-  return op.call(
-      autocast_input(grad_loss), autocast_input(grad_omega), autocast_input(f), autocast_input(F1),
-      autocast_input(F2), autocast_input(text), labels, autocast_input(weights), Z, Ns, stats, logit_scale, lam,
-      variant, kappa, order, text_grad);
-}
+constexpr head::DeviceKernels kCpuKernels{
+    "CPU", head::kNoLimit, &normalize_forward, &class_forward, &class_backward, &normalize_backward};
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(advsimplex, m) {
-  m.def(
-      "simplex_head_forward(Tensor f, Tensor F1, Tensor F2, Tensor text, Tensor labels, Tensor weights, "
-      "float logit_scale, float lam, int variant, float kappa, int order) "
-      "-> (Tensor loss, Tensor omega, Tensor logits, Tensor normalized, Tensor stats)");
-  m.def(
-      "simplex_head_backward(Tensor grad_loss, Tensor? grad_omega, Tensor f, Tensor F1, Tensor F2, Tensor text, "
-      "Tensor labels, Tensor weights, Tensor logits, Tensor normalized, Tensor stats, float logit_scale, float lam, "
-      "int variant, float kappa, int order, bool text_grad) -> (Tensor df, Tensor dF1, Tensor dF2, Tensor dtext)");
-}
-
 TORCH_LIBRARY_IMPL(advsimplex, CPU, m) {
-  m.impl("simplex_head_forward", &simplex_head_forward_cpu);
-  m.impl("simplex_head_backward", &simplex_head_backward_cpu);
-}
-
-TORCH_LIBRARY_IMPL(advsimplex, AutocastCPU, m) {
-  m.impl("simplex_head_forward", &simplex_head_forward_autocast);
-  m.impl("simplex_head_backward", &simplex_head_backward_autocast);
-}
-
-TORCH_LIBRARY_IMPL(advsimplex, AutocastCUDA, m) {
-  m.impl("simplex_head_forward", &simplex_head_forward_autocast);
-  m.impl("simplex_head_backward", &simplex_head_backward_autocast);
+  m.impl("simplex_head_forward", &head::forward_op<&kCpuKernels>);
+  m.impl("simplex_head_backward", &head::backward_op<&kCpuKernels>);
 }
 
 }  // namespace advsimplex

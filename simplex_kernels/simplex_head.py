@@ -52,11 +52,14 @@ def forward(
     f: Tensor, F1: Tensor, F2: Tensor, text: Tensor, labels: Tensor, weights: Tensor,
     logit_scale: float, lam: float, variant: int, kappa: float, order: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
-    """Host side of the forward op: (loss (B,), omega (B,S), logits (B,K,C), normalized (B,K,d), stats (B,K+P))."""
+    """Host side of the forward op: (loss (B,), omega (B,S), logits (B,K,C), normalized (B,K,d), stats (B,K+P)).
+
+    The arguments are those the registered op checked (``advsimplex/ops/_simplex_head_checks.py``): shapes,
+    dtypes, devices, labels int64 in [0, C)."""
     f, F1, F2, text, weights = _as_f32(f, F1, F2, text, weights)
     b, m, d = F1.shape
-    lay = padded_layout(m, order, f.device)
     p, c = F2.shape[1], text.shape[0]
+    lay = padded_layout(m, order, f.device)
     k, s = 1 + m + p, m - order + 2
     normalized = torch.empty((b, k, d), device=f.device, dtype=torch.float32)
     wrap_triton(normalize_forward_kernel)[(b,)](
@@ -82,9 +85,11 @@ def backward(
     """Host side of the backward op: (df, dF1, dF2, dtext) in the inputs' dtypes (dtext empty unless text_grad)."""
     dtypes = (f.dtype, F1.dtype, F2.dtype, text.dtype)
     f, F1, F2, text, weights, grad_loss = _as_f32(f, F1, F2, text, weights, grad_loss)
+    logits, normalized, stats = logits.contiguous(), normalized.contiguous(), stats.contiguous()
+    labels = labels.to(torch.int64).contiguous()
     b, m, d = F1.shape
-    lay = padded_layout(m, order, f.device)
     p, c = F2.shape[1], text.shape[0]
+    lay = padded_layout(m, order, f.device)
     k, s = 1 + m + p, m - order + 2
     has_go = grad_omega is not None
     go = grad_omega.to(torch.float32).contiguous() if has_go else weights
@@ -329,9 +334,10 @@ def class_forward_kernel(
     q2 = tl.sum(tl.sum(E * g_hh[None, :, :], axis=2), axis=1)
     omega = c_jp2 * jp2 + c_qsq * qsq + c_jpq * jpq + c_q2 * q2
     tl.store(omega_ptr + b * S + si, omega, mask=smask)
-    y = tl.load(labels_ptr + b)
+    y = tl.load(labels_ptr + b)  # checked on the host; the mask keeps a stray label from reading out of bounds
     weights = tl.load(weights_ptr + b * S + si, mask=smask, other=0.0)
-    loss = lse - tl.load(z + y) + lam * tl.sum(tl.where(smask, weights * omega, 0.0))
+    z_label = tl.load(z + y, mask=(y >= 0) & (y < C), other=float("nan"))
+    loss = lse - z_label + lam * tl.sum(tl.where(smask, weights * omega, 0.0))
     tl.store(loss_ptr + b, loss)
 
 

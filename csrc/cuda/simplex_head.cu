@@ -1,4 +1,4 @@
-// advsimplex::simplex_head — CUDA kernels (schemas in simplex_head.cpp).
+// advsimplex::simplex_head — CUDA kernels (schemas, checks and orchestration: simplex_head_host.cpp).
 //
 // Same pipeline as the CPU kernels: normalisation jets (one block per row) → cuBLAS GEMM Z = Ns Tᵀ →
 // class pass (one block per row, threads over classes; the per-class math is simplex_head.h, shared
@@ -11,6 +11,7 @@
 #include <cmath>
 
 #include "../simplex_head.h"
+#include "../simplex_head_host.h"
 
 namespace advsimplex {
 namespace {
@@ -388,53 +389,35 @@ __global__ void class_backward_kernel(
   }
 }
 
-DeviceLayout make_layout(int64_t m, int64_t order) {
-  TORCH_CHECK(order == 3 || order == 4, "simplex_head (CUDA): order must be 3 or 4, got ", order);
-  TORCH_CHECK(m >= order - 1, "simplex_head (CUDA): m = ", m, " steps has no simplex of order ", order);
-  TORCH_CHECK(m <= kMaxM, "simplex_head (CUDA): m = ", m, " exceeds the kernels' limit of ", kMaxM,
-              " steps; use backend='triton' or 'reference'");
-  DeviceLayout L;
-  L.m = static_cast<int>(m);
-  L.W = static_cast<int>(order - 1);
-  L.S = L.m - L.W + 1;
-  L.P = head::band_num_pairs(L.m, L.W);
-  L.K = 1 + L.m + L.P;
-  return L;
+// ---- the CUDA launches (host code: simplex_head_host.cpp) -----------------------------------------
+
+DeviceLayout device_layout(const head::Sizes& z) {
+  return DeviceLayout{static_cast<int>(z.m), static_cast<int>(z.P), static_cast<int>(z.S), static_cast<int>(z.W),
+                      static_cast<int>(z.K)};
 }
 
-at::ScalarType compute_type(const Tensor& f) {
-  return f.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> simplex_head_forward_cuda(
-    const Tensor& f_in, const Tensor& F1_in, const Tensor& F2_in, const Tensor& text_in, const Tensor& labels,
-    const Tensor& weights_in, double logit_scale, double lam, int64_t variant, double kappa, int64_t order) {
-  const c10::cuda::CUDAGuard guard(f_in.device());
-  const DeviceLayout L = make_layout(F1_in.size(1), order);
-  TORCH_CHECK(F2_in.size(1) == L.P, "simplex_head (CUDA): F2 must have P = ", L.P, " pairs");
-  const auto ct = compute_type(f_in);
-  const Tensor f = f_in.to(ct).contiguous(), F1 = F1_in.to(ct).contiguous(), F2 = F2_in.to(ct).contiguous();
-  const Tensor text = text_in.to(ct).contiguous(), weights = weights_in.to(ct).contiguous();
-  const Tensor y = labels.to(at::kLong).contiguous();
-  const int64_t B = f.size(0), d = f.size(1), C = text.size(0);
-  Tensor Ns = at::empty({B, L.K, d}, f.options());
-  Tensor loss = at::empty({B}, f.options()), omega = at::empty({B, L.S}, f.options());
-  Tensor stats = at::empty({B, L.K + L.P}, f.options());
-  if (B == 0) return {loss, omega, at::empty({B, L.K, C}, f.options()), Ns, stats};
-  const auto stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(ct, "simplex_head_normalize_cuda", [&] {
-    normalize_forward_kernel<scalar_t><<<B, kThreads, 0, stream>>>(
-        L, f.data_ptr<scalar_t>(), F1.data_ptr<scalar_t>(), F2.data_ptr<scalar_t>(), scalar_t(logit_scale), d,
-        Ns.data_ptr<scalar_t>());
+void normalize_forward(const head::Sizes& z, const Tensor& f, const Tensor& F1, const Tensor& F2, double scale,
+                       Tensor& out) {
+  const c10::cuda::CUDAGuard guard(f.device());
+  const DeviceLayout L = device_layout(z);
+  AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "simplex_head_normalize_cuda", [&] {
+    normalize_forward_kernel<scalar_t><<<z.B, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        L, f.data_ptr<scalar_t>(), F1.data_ptr<scalar_t>(), F2.data_ptr<scalar_t>(), scalar_t(scale), z.d,
+        out.data_ptr<scalar_t>());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  Tensor Z = at::mm(Ns.view({B * L.K, d}), text.t()).view({B, L.K, C});
-  AT_DISPATCH_FLOATING_TYPES(ct, "simplex_head_class_forward_cuda", [&] {
-    const auto cf = head::variant_coefficients<scalar_t>(variant, kappa);
+}
+
+void class_forward(const head::Sizes& z, const head::Options& o, const Tensor& Z, const Tensor& labels,
+                   const Tensor& weights, Tensor& loss, Tensor& omega, Tensor& stats) {
+  const c10::cuda::CUDAGuard guard(Z.device());
+  const DeviceLayout L = device_layout(z);
+  AT_DISPATCH_FLOATING_TYPES(Z.scalar_type(), "simplex_head_class_forward_cuda", [&] {
+    const auto cf = head::variant_coefficients<scalar_t>(o.variant, o.kappa);
     auto launch = [&](auto kernel) {
-      kernel<<<B, kThreads, 0, stream>>>(
-          L, cf, Z.data_ptr<scalar_t>(), C, y.data_ptr<int64_t>(), weights.data_ptr<scalar_t>(), scalar_t(lam),
-          loss.data_ptr<scalar_t>(), omega.data_ptr<scalar_t>(), stats.data_ptr<scalar_t>());
+      kernel<<<z.B, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+          L, cf, Z.data_ptr<scalar_t>(), z.C, labels.data_ptr<int64_t>(), weights.data_ptr<scalar_t>(),
+          scalar_t(o.lam), loss.data_ptr<scalar_t>(), omega.data_ptr<scalar_t>(), stats.data_ptr<scalar_t>());
     };
     if (L.W == 2)
       launch(class_forward_kernel<scalar_t, 2>);
@@ -442,34 +425,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> simplex_head_forward_cuda(
       launch(class_forward_kernel<scalar_t, 3>);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {loss, omega, Z, Ns, stats};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> simplex_head_backward_cuda(
-    const Tensor& grad_loss_in, const c10::optional<Tensor>& grad_omega_in, const Tensor& f_in, const Tensor& F1_in,
-    const Tensor& F2_in, const Tensor& text_in, const Tensor& labels, const Tensor& weights_in, const Tensor& Z,
-    const Tensor& Ns, const Tensor& stats, double logit_scale, double lam, int64_t variant, double kappa,
-    int64_t order, bool text_grad) {
-  const c10::cuda::CUDAGuard guard(f_in.device());
-  const DeviceLayout L = make_layout(F1_in.size(1), order);
-  const auto ct = compute_type(f_in);
-  const Tensor f = f_in.to(ct).contiguous(), F1 = F1_in.to(ct).contiguous(), F2 = F2_in.to(ct).contiguous();
-  const Tensor text = text_in.to(ct).contiguous(), weights = weights_in.to(ct).contiguous();
-  const Tensor y = labels.to(at::kLong).contiguous(), grad_loss = grad_loss_in.to(ct).contiguous();
-  Tensor grad_omega;
-  if (grad_omega_in.has_value() && grad_omega_in->defined()) grad_omega = grad_omega_in->to(ct).contiguous();
-  const int64_t B = f.size(0), d = f.size(1), C = text.size(0);
-  Tensor dZ = at::empty_like(Z);
-  Tensor df = at::empty_like(f), dF1 = at::empty_like(F1), dF2 = at::empty_like(F2);
-  if (B == 0) return {df, dF1, dF2, text_grad ? at::zeros_like(text_in) : at::empty({0}, text_in.options())};
-  const auto stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(ct, "simplex_head_class_backward_cuda", [&] {
-    const auto cf = head::variant_coefficients<scalar_t>(variant, kappa);
+void class_backward(const head::Sizes& z, const head::Options& o, const Tensor& Z, const Tensor& stats,
+                    const Tensor& labels, const Tensor& weights, const Tensor& grad_loss, const Tensor& grad_omega,
+                    Tensor& dZ) {
+  const c10::cuda::CUDAGuard guard(Z.device());
+  const DeviceLayout L = device_layout(z);
+  AT_DISPATCH_FLOATING_TYPES(Z.scalar_type(), "simplex_head_class_backward_cuda", [&] {
+    const auto cf = head::variant_coefficients<scalar_t>(o.variant, o.kappa);
     const scalar_t* go = grad_omega.defined() ? grad_omega.data_ptr<scalar_t>() : nullptr;
     auto launch = [&](auto kernel) {
-      kernel<<<B, kThreads, 0, stream>>>(
-          L, cf, Z.data_ptr<scalar_t>(), stats.data_ptr<scalar_t>(), C, y.data_ptr<int64_t>(),
-          weights.data_ptr<scalar_t>(), scalar_t(lam), grad_loss.data_ptr<scalar_t>(), go, dZ.data_ptr<scalar_t>());
+      kernel<<<z.B, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+          L, cf, Z.data_ptr<scalar_t>(), stats.data_ptr<scalar_t>(), z.C, labels.data_ptr<int64_t>(),
+          weights.data_ptr<scalar_t>(), scalar_t(o.lam), grad_loss.data_ptr<scalar_t>(), go,
+          dZ.data_ptr<scalar_t>());
     };
     if (L.W == 2)
       launch(class_backward_kernel<scalar_t, 2>);
@@ -477,24 +447,28 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> simplex_head_backward_cuda(
       launch(class_backward_kernel<scalar_t, 3>);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  const Tensor dZ2 = dZ.view({B * L.K, C});
-  Tensor gN = at::mm(dZ2, text).mul_(logit_scale).view({B, L.K, d});
-  Tensor dtext = text_grad ? at::mm(dZ2.t(), Ns.view({B * L.K, d})) : at::empty({0}, f.options());
-  AT_DISPATCH_FLOATING_TYPES(ct, "simplex_head_normalize_backward_cuda", [&] {
-    normalize_backward_kernel<scalar_t><<<B, kThreads, 0, stream>>>(
-        L, f.data_ptr<scalar_t>(), F1.data_ptr<scalar_t>(), F2.data_ptr<scalar_t>(), gN.data_ptr<scalar_t>(), d,
+}
+
+void normalize_backward(const head::Sizes& z, const Tensor& f, const Tensor& F1, const Tensor& F2,
+                        const Tensor& gN, Tensor& df, Tensor& dF1, Tensor& dF2) {
+  const c10::cuda::CUDAGuard guard(f.device());
+  const DeviceLayout L = device_layout(z);
+  AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "simplex_head_normalize_backward_cuda", [&] {
+    normalize_backward_kernel<scalar_t><<<z.B, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        L, f.data_ptr<scalar_t>(), F1.data_ptr<scalar_t>(), F2.data_ptr<scalar_t>(), gN.data_ptr<scalar_t>(), z.d,
         df.data_ptr<scalar_t>(), dF1.data_ptr<scalar_t>(), dF2.data_ptr<scalar_t>());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {df.to(f_in.scalar_type()), dF1.to(F1_in.scalar_type()), dF2.to(F2_in.scalar_type()),
-          dtext.to(text_in.scalar_type())};
 }
+
+constexpr head::DeviceKernels kCudaKernels{
+    "CUDA", kMaxM, &normalize_forward, &class_forward, &class_backward, &normalize_backward};
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(advsimplex, CUDA, m) {
-  m.impl("simplex_head_forward", &simplex_head_forward_cuda);
-  m.impl("simplex_head_backward", &simplex_head_backward_cuda);
+  m.impl("simplex_head_forward", &head::forward_op<&kCudaKernels>);
+  m.impl("simplex_head_backward", &head::backward_op<&kCudaKernels>);
 }
 
 }  // namespace advsimplex

@@ -7,17 +7,22 @@ are saved for the backward op, which returns ``(df, dF1, dF2, dtext)``. K = 1 + 
 
 from __future__ import annotations
 
+import functools
+
 import torch
+
+from ._simplex_head_checks import check_inputs, check_saved
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
-def fake_forward(f, F1, F2, text, labels, weights, logit_scale, lam, variant, kappa, order):
-    b, m, d = F1.shape
-    p = F2.shape[1]
-    k, s, c = 1 + m + p, m - order + 2, text.shape[0]
+def _fake_forward(f, F1, F2, text, labels, weights, logit_scale, lam, variant, kappa, order, *, triton):
+    b, m, d, p, c = check_inputs(
+        f, F1, F2, text, labels, weights, logit_scale, lam, variant, kappa, order, triton=triton
+    )
+    k, s = 1 + m + p, m - order + 2
     ct = _compute_dtype(f)
     return (
         f.new_empty((b,), dtype=ct),
@@ -28,8 +33,12 @@ def fake_forward(f, F1, F2, text, labels, weights, logit_scale, lam, variant, ka
     )
 
 
-def fake_backward(grad_loss, grad_omega, f, F1, F2, text, *rest):
-    text_grad = rest[-1]
+def _fake_backward(
+    grad_loss, grad_omega, f, F1, F2, text, labels, weights, logits, normalized, stats,
+    logit_scale, lam, variant, kappa, order, text_grad, *, triton,
+):  # fmt: skip
+    sizes = check_inputs(f, F1, F2, text, labels, weights, logit_scale, lam, variant, kappa, order, triton=triton)
+    check_saved(f, grad_loss, grad_omega, logits, normalized, stats, sizes, order)
     dtext = torch.empty_like(text) if text_grad else text.new_empty((0,))
     return torch.empty_like(f), torch.empty_like(F1), torch.empty_like(F2), dtext
 
@@ -65,10 +74,11 @@ def _no_double_backward(ctx, *grads):
     )
 
 
-def register(forward_name: str, backward_name: str) -> None:
-    """Attach the fake kernels and the autograd formula to a forward/backward op pair."""
-    torch.library.register_fake(forward_name)(fake_forward)
-    torch.library.register_fake(backward_name)(fake_backward)
+def register(forward_name: str, backward_name: str, *, triton: bool = False) -> None:
+    """Attach the fake kernels (which check the arguments as the real kernels do) and the autograd formula to a
+    forward/backward op pair; ``triton``: the Triton ops' dtype limits."""
+    torch.library.register_fake(forward_name)(functools.partial(_fake_forward, triton=triton))
+    torch.library.register_fake(backward_name)(functools.partial(_fake_backward, triton=triton))
     backward_op = getattr(torch.ops.advsimplex, backward_name.split("::")[1])
     torch.library.register_autograd(forward_name, _make_backward(backward_op), setup_context=_setup_context)
     torch.library.register_autograd(backward_name, _no_double_backward, setup_context=lambda ctx, inputs, output: None)

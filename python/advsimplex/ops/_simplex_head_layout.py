@@ -17,6 +17,7 @@ from functools import cache
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import _disable_current_modes, _get_current_dispatch_mode
 
 from ..reference import moment_tensor, pair_index, simplex_pairs, simplex_vertices
 
@@ -62,26 +63,52 @@ def _next_pow2(n: int, minimum: int = 16) -> int:
     return max(minimum, 1 << max(0, (n - 1).bit_length()))
 
 
+def _pad(t: Tensor, shape: tuple[int, ...]) -> list:
+    out = torch.zeros(shape, dtype=torch.float64)
+    out[tuple(slice(0, n) for n in t.shape)] = t
+    return out.tolist()
+
+
 @cache
+def _padded_lists(m: int, order: int) -> dict[str, list | int]:
+    """The padded layout as Python lists (computed once per (m, Q), outside any tracing mode)."""
+    with _disable_current_modes():  # real tensors even when called while torch.compile traces the Triton ops
+        lay = simplex_layout(m, order)
+        s_count, p_count = lay.A.shape
+        mp, pp, sp = _next_pow2(m), _next_pow2(p_count), _next_pow2(s_count)
+        return {
+            "M_PAD": mp,
+            "P_PAD": pp,
+            "S_PAD": sp,
+            "pair_a": lay.pairs[:, 0].tolist(),
+            "pair_b": lay.pairs[:, 1].tolist(),
+            "A": _pad(lay.A, (sp, pp)),
+            "Bm": _pad(lay.Bm, (sp, mp, mp)),
+            "D": _pad(lay.D, (sp, mp, pp)),
+            "E": _pad(lay.E, (sp, pp, pp)),
+        }
+
+
+def _materialize(lists: dict[str, list | int], device: torch.device) -> dict[str, Tensor | int]:
+    out: dict[str, Tensor | int] = {}
+    for key, value in lists.items():
+        if isinstance(value, int):
+            out[key] = value
+        else:
+            dtype = torch.int32 if key.startswith("pair_") else torch.float32
+            out[key] = torch.tensor(value, dtype=dtype, device=device)
+    return out
+
+
+@cache
+def _padded_on(m: int, order: int, device: torch.device) -> dict[str, Tensor | int]:
+    return _materialize(_padded_lists(m, order), device)
+
+
 def padded_layout(m: int, order: int, device: torch.device) -> dict[str, Tensor | int]:
-    """The layout as float32 tensors zero-padded to powers of two ≥ 16 on ``device`` (Triton ``tl.dot`` sizes)."""
-    lay = simplex_layout(m, order)
-    s_count, p_count = lay.A.shape
-    mp, pp, sp = _next_pow2(m), _next_pow2(p_count), _next_pow2(s_count)
-
-    def pad(t: Tensor, shape: tuple[int, ...]) -> Tensor:
-        out = torch.zeros(shape, dtype=torch.float32)
-        out[tuple(slice(0, n) for n in t.shape)] = t
-        return out.to(device)
-
-    return {
-        "M_PAD": mp,
-        "P_PAD": pp,
-        "S_PAD": sp,
-        "pair_a": lay.pairs[:, 0].to(torch.int32).to(device),
-        "pair_b": lay.pairs[:, 1].to(torch.int32).to(device),
-        "A": pad(lay.A, (sp, pp)),
-        "Bm": pad(lay.Bm, (sp, mp, mp)),
-        "D": pad(lay.D, (sp, mp, pp)),
-        "E": pad(lay.E, (sp, pp, pp)),
-    }
+    """The layout as float32 tensors zero-padded to powers of two ≥ 16 on ``device`` (Triton ``tl.dot`` sizes),
+    plus the int32 pair endpoints. Cached per device in eager mode; fresh (graph constants) while a tracing
+    mode (torch.compile's fake tensors) is active."""
+    if _get_current_dispatch_mode() is not None:
+        return _materialize(_padded_lists(m, order), device)
+    return _padded_on(m, order, device)

@@ -211,12 +211,15 @@ def _register_triton_ops() -> None:
     from simplex_kernels import simplex_head as kernels
 
     from ._simplex_head_autograd import register
+    from ._simplex_head_checks import check_inputs, check_saved, checked_labels
 
     @torch.library.triton_op("advsimplex::simplex_head_triton_forward", mutates_args=())
     def triton_forward(
         f: Tensor, F1: Tensor, F2: Tensor, text: Tensor, labels: Tensor, weights: Tensor,
         logit_scale: float, lam: float, variant: int, kappa: float, order: int,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+        *_, c = check_inputs(f, F1, F2, text, labels, weights, logit_scale, lam, variant, kappa, order, triton=True)
+        labels = checked_labels(labels, c)
         return kernels.forward(f, F1, F2, text, labels, weights, logit_scale, lam, variant, kappa, order)
 
     @torch.library.triton_op("advsimplex::simplex_head_triton_backward", mutates_args=())
@@ -225,12 +228,14 @@ def _register_triton_ops() -> None:
         labels: Tensor, weights: Tensor, logits: Tensor, normalized: Tensor, stats: Tensor,
         logit_scale: float, lam: float, variant: int, kappa: float, order: int, text_grad: bool,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+        sizes = check_inputs(f, F1, F2, text, labels, weights, logit_scale, lam, variant, kappa, order, triton=True)
+        check_saved(f, grad_loss, grad_omega, logits, normalized, stats, sizes, order)
         return kernels.backward(
             grad_loss, grad_omega, f, F1, F2, text, labels, weights, logits, normalized, stats,
             logit_scale, lam, variant, kappa, order, text_grad,
         )  # fmt: skip
 
-    register("advsimplex::simplex_head_triton_forward", "advsimplex::simplex_head_triton_backward")
+    register("advsimplex::simplex_head_triton_forward", "advsimplex::simplex_head_triton_backward", triton=True)
     for name in ("advsimplex::simplex_head_triton_forward", "advsimplex::simplex_head_triton_backward"):
         for device_type in ("cpu", "cuda"):  # the autocast policy of the compiled ops (csrc/simplex_head.cpp)
             torch.library.register_autocast(name, device_type, torch.float32)

@@ -1,0 +1,88 @@
+// advsimplex::simplex_head — the one checked entry point shared by every device (host code).
+//
+// simplex_head_host.cpp holds the op schemas, the argument checks (every check that guards memory: shapes,
+// label range, dtypes, devices; the kernels then read contiguous copies in the compute dtype), the autocast
+// policy and the orchestration: normalisation jets → GEMM onto T → class pass, and the backward mirror.
+// A device supplies only its launches (DeviceKernels) and registers forward_op<&kernels>/backward_op<&kernels>
+// under its dispatch key (csrc/simplex_head.cpp: CPU, csrc/cuda/simplex_head.cu: CUDA).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <tuple>
+
+namespace advsimplex {
+namespace head {
+
+using at::Tensor;
+
+// Sizes of one call. Row streams: K = 1 + m + P (clean, m first-order, P second-order pair streams).
+struct Sizes {
+  int64_t B, d, C, m, W, S, P, K;
+};
+
+struct Options {
+  double logit_scale, lam;
+  int64_t variant;
+  double kappa;
+  int64_t order;
+};
+
+// The launches of one device. Every tensor is contiguous, in the compute dtype (float32, or float64 for float64
+// inputs); labels are int64 in [0, C). Outputs are allocated by the caller.
+struct DeviceKernels {
+  const char* name;  // "CPU", "CUDA" (error messages)
+  int64_t max_m;     // longest trajectory the kernels accept (kNoLimit: any)
+  // normalized (B, K, d) = logit_scale · [n; n_a; n_p]
+  void (*normalize_forward)(const Sizes&, const Tensor& f, const Tensor& F1, const Tensor& F2, double logit_scale,
+                            Tensor& normalized);
+  // loss (B), omega (B, S), stats (B, K + P) from logits (B, K, C)
+  void (*class_forward)(const Sizes&, const Options&, const Tensor& logits, const Tensor& labels,
+                        const Tensor& weights, Tensor& loss, Tensor& omega, Tensor& stats);
+  // dlogits (B, K, C); grad_omega may be undefined (Ω unused)
+  void (*class_backward)(const Sizes&, const Options&, const Tensor& logits, const Tensor& stats,
+                         const Tensor& labels, const Tensor& weights, const Tensor& grad_loss,
+                         const Tensor& grad_omega, Tensor& dlogits);
+  // df (B, d), dF1 (B, m, d), dF2 (B, P, d) from grad_normalized = ∂L/∂N (B, K, d), N unscaled
+  void (*normalize_backward)(const Sizes&, const Tensor& f, const Tensor& F1, const Tensor& F2,
+                             const Tensor& grad_normalized, Tensor& df, Tensor& dF1, Tensor& dF2);
+};
+
+constexpr int64_t kNoLimit = std::numeric_limits<int64_t>::max();
+
+using ForwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
+using BackwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor>;
+
+ForwardResult forward(
+    const DeviceKernels& kernels, const Tensor& f, const Tensor& F1, const Tensor& F2, const Tensor& text,
+    const Tensor& labels, const Tensor& weights, const Options& options);
+
+BackwardResult backward(
+    const DeviceKernels& kernels, const Tensor& grad_loss, const std::optional<Tensor>& grad_omega, const Tensor& f,
+    const Tensor& F1, const Tensor& F2, const Tensor& text, const Tensor& labels, const Tensor& weights,
+    const Tensor& logits, const Tensor& normalized, const Tensor& stats, const Options& options, bool text_grad);
+
+// The registered kernels of a device (the op schemas' argument lists).
+template <const DeviceKernels* Kernels>
+ForwardResult forward_op(
+    const Tensor& f, const Tensor& F1, const Tensor& F2, const Tensor& text, const Tensor& labels,
+    const Tensor& weights, double logit_scale, double lam, int64_t variant, double kappa, int64_t order) {
+  return forward(*Kernels, f, F1, F2, text, labels, weights, Options{logit_scale, lam, variant, kappa, order});
+}
+
+template <const DeviceKernels* Kernels>
+BackwardResult backward_op(
+    const Tensor& grad_loss, const std::optional<Tensor>& grad_omega, const Tensor& f, const Tensor& F1,
+    const Tensor& F2, const Tensor& text, const Tensor& labels, const Tensor& weights, const Tensor& logits,
+    const Tensor& normalized, const Tensor& stats, double logit_scale, double lam, int64_t variant, double kappa,
+    int64_t order, bool text_grad) {
+  return backward(
+      *Kernels, grad_loss, grad_omega, f, F1, F2, text, labels, weights, logits, normalized, stats,
+      Options{logit_scale, lam, variant, kappa, order}, text_grad);
+}
+
+}  // namespace head
+}  // namespace advsimplex
