@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -169,3 +170,17 @@ def test_warmup_cosine():
     assert rule(14) == pytest.approx(0.1) and rule(100) == pytest.approx(0.1)
     assert WarmupCosine(0, 10, cosine=False)(7) == 1.0
     torch.testing.assert_close(torch.tensor(rule(0)), torch.tensor(0.25))
+
+
+def test_help_states_each_default_once():
+    from advsimplex.train.cli import build_parser
+
+    text = build_parser().format_help()
+    entries = re.split(r"\n  (?=--)", text)
+    assert len(entries) > 60
+    for entry in entries:
+        assert entry.count("default") <= 1, entry
+    flat = " ".join(text.split())
+    shown = ("--lr FLOAT peak learning rate (default: 1e-05)", "optimizer steps (default: epochs × steps per epoch)",
+             "number of recent checkpoints kept (default: 2)", "(default: 0.00784314)")  # fmt: skip
+    assert all(s in flat for s in shown), [s for s in shown if s not in flat]

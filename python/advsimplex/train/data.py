@@ -32,11 +32,17 @@ def open_training_data(cfg: TrainConfig, image_size: tuple[int, int]) -> Dataset
 
 
 def open_eval_data(cfg: TrainConfig, image_size: tuple[int, int]) -> Dataset:
-    """The held-out split (``test``) of the training source, for the clean/PGD evaluation."""
+    """The held-out split (``test``) of the training source, for the clean/PGD evaluation; errors name the
+    ``dataset`` key (and ``eval_samples``, which turns the evaluation off)."""
     try:
-        return load_dataset(cfg.dataset, "test", image_size=image_size)
-    except (FileNotFoundError, ValueError) as exc:
-        raise FileNotFoundError(f"dataset: no test split for the evaluation: {exc}") from exc
+        data = load_dataset(cfg.dataset, "test", image_size=image_size)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"dataset: no test split for the evaluation (eval_samples: 0 skips it): {exc}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"dataset: the test split for the evaluation is unusable: {exc}") from exc
+    if len(data) == 0:
+        raise ConfigError(f"dataset: the test split of {cfg.dataset} holds no image (eval_samples: 0 skips it)")
+    return data
 
 
 class EpochShardSampler(Sampler[int]):
