@@ -40,7 +40,7 @@ def cases():
 @pytest.mark.parametrize(("device", "setting", "provider"), list(cases()))
 def test_train_step(benchmark, device, setting, provider):
     # sampled: chunks of images per encoder call keep the Monte-Carlo forward within memory
-    extra = {"chunk_size": 1024} if provider.startswith("sampled") else {}
+    extra = {"sample_batch_size": 1024} if provider.startswith("sampled") else {}
     step = build_step(provider, model=setting["model"], batch=setting["B"], device=device,
                       attack_steps=setting["m"], **extra)  # fmt: skip
     step.run()  # warm-up (lazy initialisation, autotuning)

@@ -1,17 +1,19 @@
-"""vit_jets: fast Taylor-mode jets of open_clip ViT towers vs the generic torch.func path.
+"""vit_jets: fast Taylor-mode jets of open_clip ViT towers vs the generic torch.func path, pair vs collapsed.
 
-Modes ``fwd`` / ``fwd+bwd`` time the embedding jets (m = 10, Q = 3: 10 first-order and 19 pair streams) of
-a tower at the clean images; ``fwd+bwd`` adds the backward pass of a fixed random linear functional of the
-jets to the tower's parameters (what training does: third-order derivatives of the tower). Providers:
+Modes ``fwd`` / ``fwd+bwd`` time the embedding jets (m = 10) of a tower at the clean images; ``fwd+bwd`` adds
+the backward pass of a fixed random linear functional of the jets to the tower's parameters (what training
+does: third-order derivatives of the tower). Second-order streams per plan (spec §7b): ``pairs`` carries one
+per vertex pair (19 at Q = 3, 27 at Q = 4), ``collapsed`` one per simplex (9 at Q = 3, 8 at Q = 4). Providers:
 
 - ``generic``: :func:`advsimplex.embedding_jets` (torch.func nested jvp vmapped over the pair streams);
-- ``fast``: :func:`advsimplex.vit_jets` with the PyTorch rules; ``fast-ckpt``: the same with per-block
-  activation checkpointing; ``fast-triton``: the fused Triton rules (CUDA only).
+- ``pairs-<rules>`` / ``collapsed-<rules>``: :func:`advsimplex.vit_jets` with that plan and jet-rule backend
+  (``reference`` PyTorch rules, ``cpp`` C++ CPU kernels, ``triton`` fused Triton kernels on CUDA);
+  ``pairs-reference`` is the fast path as it was before collapsed jets and C++ rules;
+- ``collapsed-<rules>-ckpt``: the same with per-block activation checkpointing.
 
-Shapes: CPU: the ``micro`` ViT of the tests (8×8 pixels, width 16, 2 blocks) and a ``small`` ViT (32×32,
-patch 8, width 64, 4 blocks) at batch 8; CUDA: ViT-B/32 at batch 32 (every provider) and 128 (fast
-providers). Full training steps (AdvSimplex with fast or generic jets vs TeCoA vs ``sampled``) are in
-``bench_train_step.py``.
+Shapes: CPU: the ``micro`` ViT of the tests (8×8 pixels, width 16, 2 blocks) and the demo tower ``demo``
+(``advsimplex-demo-vit``: 32×32, patch 8, width 96, 4 blocks) at batch 16, Q = 3 and 4; CUDA: ViT-B/32 at
+batch 32 (every provider) and 128 (fast providers). Full training steps are in ``bench_train_step.py``.
 """
 
 from __future__ import annotations
@@ -24,29 +26,30 @@ from common import QUICK, bench_devices, measure, rounds
 
 open_clip = pytest.importorskip("open_clip")
 
-from advsimplex import embedding_jets, pair_index, vit_jets  # noqa: E402
+from advsimplex import JetOptions, JetPlan, embedding_jets, vit_jets  # noqa: E402
 from advsimplex.zeroshot import preprocess_stats  # noqa: E402
 
-M, ORDER = 10, 3
+M = 10
 TOWERS = {
     "micro": dict(image_size=8, patch_size=4, width=16, layers=2, heads=2, mlp_ratio=2.0, output_dim=8),
-    "small": dict(image_size=32, patch_size=8, width=64, layers=4, heads=4, mlp_ratio=4.0, output_dim=32),
+    "demo": dict(image_size=32, patch_size=8, width=96, layers=4, heads=3, mlp_ratio=2.0, output_dim=64),
     "ViT-B-32": dict(image_size=224, patch_size=32, width=768, layers=12, heads=12, mlp_ratio=4.0, output_dim=512),
 }
-PROVIDERS = ["generic", "fast", "fast-ckpt", "fast-triton"]
+PROVIDERS = ["generic", "pairs-reference", "pairs-cpp", "collapsed-reference", "collapsed-cpp", "collapsed-cpp-ckpt",
+             "pairs-triton", "collapsed-triton"]  # fmt: skip
 
 
 def shapes(device: str) -> list[dict]:
     if device == "cpu":
-        rows = [{"tower": "micro", "B": 8}]
-        return rows if QUICK else [*rows, {"tower": "small", "B": 8}]
-    return [{"tower": "ViT-B-32", "B": 32}] + ([] if QUICK else [{"tower": "ViT-B-32", "B": 128}])
+        rows = [{"tower": "micro", "B": 8, "Q": 3}]
+        return rows if QUICK else [*rows, {"tower": "demo", "B": 16, "Q": 3}, {"tower": "demo", "B": 16, "Q": 4}]
+    return [{"tower": "ViT-B-32", "B": 32, "Q": 3}] + ([] if QUICK else [{"tower": "ViT-B-32", "B": 128, "Q": 3}])
 
 
 def cases():
     for device in bench_devices():
         for shape in shapes(device):
-            label = f"{device}-{shape['tower']}-B{shape['B']}"
+            label = f"{device}-{shape['tower']}-B{shape['B']}-Q{shape['Q']}"
             for provider in PROVIDERS:
                 for mode in ("fwd", "fwd+bwd"):
                     yield pytest.param(device, shape, provider, mode, id=f"{label}-{provider}-{mode}")
@@ -61,10 +64,14 @@ def tower(name: str, device: str):
 
 
 def skip_reason(device: str, shape: dict, provider: str) -> str | None:
-    if provider == "fast-triton" and device != "cuda":
+    if "triton" in provider and device != "cuda":
         return "the Triton rules are timed on CUDA only (the CPU interpreter is a correctness tool)"
+    if "cpp" in provider and device != "cpu":
+        return "the C++ rules are CPU kernels"
     if device == "cuda" and shape["B"] > 32 and provider == "generic":
         return "generic jets at batch 128 exceed the memory of one GPU (measured at batch 32)"
+    if device == "cpu" and shape["tower"] != "micro" and provider == "generic" and shape["Q"] == 4:
+        return "generic jets: measured at Q = 3 only (minutes per call)"
     return None
 
 
@@ -76,16 +83,17 @@ def inputs(shape: dict, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x.to(device), deltas.to(device)
 
 
-def jet_fn(provider: str, module, x: torch.Tensor, deltas: torch.Tensor):
+def jet_fn(provider: str, module, x: torch.Tensor, deltas: torch.Tensor, order: int):
     """A zero-argument callable computing the jets of ``module`` (pixels normalised inside) by ``provider``."""
-    pairs = pair_index(M, ORDER)
     mean, std = preprocess_stats(module)
     if provider == "generic":
         m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
         s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
-        return lambda: embedding_jets(lambda px: module((px - m) / s), x, deltas, pairs)
-    kwargs = {"fast": {}, "fast-ckpt": {"checkpoint": True}, "fast-triton": {"kernels": "triton"}}[provider]
-    return lambda: vit_jets(module, x, deltas, pairs, mean=mean, std=std, **kwargs)
+        return lambda: embedding_jets(lambda px: module((px - m) / s), x, deltas, JetPlan.pairwise(M, order))
+    kind, rules, *rest = provider.split("-")
+    plan = JetPlan.collapsed(M, order) if kind == "collapsed" else JetPlan.pairwise(M, order, x.device)
+    options = JetOptions(rules=rules, checkpoint=bool(rest))
+    return lambda: vit_jets(module, x, deltas, plan, mean=mean, std=std, options=options)
 
 
 def backward_fn(jets, module):
@@ -111,8 +119,8 @@ def test_vit_jets(benchmark, device, shape, provider, mode):
         pytest.skip(reason)
     module = tower(shape["tower"], device)
     x, deltas = inputs(shape, device)
-    jets = jet_fn(provider, module, x, deltas)
+    jets = jet_fn(provider, module, x, deltas, shape["Q"])
     fn = jets if mode == "fwd" else backward_fn(jets, module)
-    label = f"{shape['tower']}xB={shape['B']}xm={M}"
+    label = f"{shape['tower']}xB={shape['B']}xm={M}xQ={shape['Q']}"
     measure(benchmark, fn, op="vit_jets", provider=provider, mode=mode, shape=label, dtype=torch.float32,
             device=device, rounds=rounds(10), warmup=1)  # fmt: skip

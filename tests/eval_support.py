@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from advsimplex.data import load_dataset
 from advsimplex.models import load_clip
-from advsimplex.zeroshot import ZeroShotClassifier, class_text_features
+from advsimplex.zeroshot import ZeroShotModel, class_text_features
 
 MODEL = "advsimplex-micro-vit"
 
@@ -44,7 +44,7 @@ def _fitted() -> tuple[dict, torch.Tensor, torch.Tensor, tuple[str, ...], torch.
     x = torch.stack([data[int(i)][0] for i in pick])
     y = data.labels[pick]
     classes = tuple(data.classes[:CLASSES])
-    clf = ZeroShotClassifier(model, class_text_features(model, tokenizer, classes))
+    clf = ZeroShotModel.from_clip(model, class_text_features(model, tokenizer, classes))
     opt = torch.optim.Adam(model.visual.parameters(), lr=1e-2)
     model.train()
     for _ in range(60):
@@ -78,16 +78,16 @@ def write_fitted_npz(path) -> None:
              classes=np.array(data.classes[:CLASSES]))  # fmt: skip
 
 
-def fitted_classifier() -> ZeroShotClassifier:
+def fitted_classifier() -> ZeroShotModel:
     """The fitted model as a zero-shot classifier over its 4 classes."""
     model, tokenizer, _ = fitted_model()
     _, _, classes = fitted_data()
-    return ZeroShotClassifier(model, class_text_features(model, tokenizer, classes)).eval()
+    return ZeroShotModel.from_clip(model, class_text_features(model, tokenizer, classes)).eval()
 
 
-def random_classifier(seed: int = 1) -> ZeroShotClassifier:
+def random_classifier(seed: int = 1) -> ZeroShotModel:
     """A randomly initialised micro model over the same 4 classes."""
     torch.manual_seed(seed)
     model, tokenizer, _ = load_clip(MODEL)
     _, _, classes = fitted_data()
-    return ZeroShotClassifier(model, class_text_features(model, tokenizer, classes)).eval()
+    return ZeroShotModel.from_clip(model, class_text_features(model, tokenizer, classes)).eval()

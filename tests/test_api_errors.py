@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from advsimplex import pair_index, simplex_alignment, simplex_head
+from advsimplex import ZeroShotModel, pair_index, simplex_alignment, simplex_head
 from helpers import micro_clip, unit_rows
 
-ENC = micro_clip(seed=0).visual
+ENC = micro_clip(seed=0).visual.double()
 X = torch.rand(2, 3, 8, 8, dtype=torch.float64)
 DELTAS = torch.zeros(2, 3, 3, 8, 8, dtype=torch.float64)
 TEXT = unit_rows(4, 8)
@@ -22,7 +22,7 @@ TEXT = unit_rows(4, 8)
         ({"order": 4, "deltas": DELTAS[:, :2]}, ValueError, "need m >= order - 1 = 3"),
         ({"text_features": 3 * TEXT}, ValueError, "text_features must hold unit-norm rows"),
         ({"text_features": unit_rows(4, 5)}, ValueError, "5-dimensional|embeddings"),
-        ({"text_features": TEXT.to("meta")}, ValueError, "text_features is on meta"),
+        ({"x": X.to("meta")}, ValueError, "x is on meta"),
         ({"x": X.long()}, TypeError, "x must have a floating dtype"),
         ({"variant": "exact"}, ValueError, "variant must be one of"),
         ({"logit_scale": 0.0}, ValueError, "logit_scale must be a positive number"),
@@ -32,7 +32,8 @@ def test_simplex_alignment_bad_inputs(change, error, match):
     args = {"x": X, "deltas": DELTAS, "text_features": TEXT, "logit_scale": 10.0, "variant": "paper", "order": 3}
     args.update(change)
     with pytest.raises(error, match=match):
-        simplex_alignment(ENC, args.pop("x"), args.pop("deltas"), args.pop("text_features"), **args)
+        model = ZeroShotModel.from_tower(ENC, args.pop("text_features"), args.pop("logit_scale"))
+        simplex_alignment(model, args.pop("x"), args.pop("deltas"), **args)
 
 
 def head_args(b=2, m=4, d=8, c=5, order=3, dtype=torch.float32):

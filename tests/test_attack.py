@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from advsimplex import pgd_attack, pgd_trajectory
-from advsimplex.attack import margin_loss
+from advsimplex import pgd_trajectory
+from advsimplex.evaluation import margin_loss, pgd_attack
 from helpers import micro_clip, unit_rows
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import advsimplex
-from advsimplex import embedding_jets, pair_index, simplex_alignment, zero_shot_probs
+from advsimplex import ZeroShotModel, embedding_jets, pair_index, simplex_alignment
 from advsimplex.reference import closed_form_alignment
 from advsimplex.zeroshot import preprocess_stats
 from helpers import fd_jets, layer_norm_encoder, micro_clip, rel_err, unit_rows
@@ -49,13 +49,30 @@ def test_embedding_jets_vs_fd(name, order):
     assert rel_err(jets.second, second) < TOL
 
 
+def is_open_clip(enc) -> bool:
+    return type(enc).__module__.startswith("open_clip")
+
+
 def pixel_encoder(enc):
-    """The function of pixels that ``simplex_alignment(enc, ...)`` differentiates: an open_clip tower
+    """The function of pixels that the zero-shot model of ``enc`` differentiates: an open_clip tower
     normalises pixels with its preprocessing mean/std first; a plain module is called as is."""
-    if not type(enc).__module__.startswith("open_clip"):
+    if not is_open_clip(enc):
         return enc
     mean, std = (torch.tensor(v, dtype=torch.float64).view(1, 3, 1, 1) for v in preprocess_stats(enc))
     return lambda y: enc((y - mean) / std)
+
+
+def zero_shot_model(enc, text, scale):
+    """open_clip towers: their own preprocessing (and the fast jets); plain modules: the generic path."""
+    if is_open_clip(enc):
+        return ZeroShotModel.from_tower(enc, text, scale)
+    return ZeroShotModel.from_encoder(enc, text, scale)
+
+
+def zero_shot_probs(embeddings, text, scale):
+    """``softmax(s · n(f) Tᵀ)``, written out independently of the package."""
+    n = embeddings / embeddings.norm(dim=-1, keepdim=True)
+    return torch.softmax(scale * (n @ text.t()), dim=-1)
 
 
 @pytest.mark.parametrize("name", list(ENCODERS))
@@ -75,7 +92,8 @@ def test_simplex_alignment_vs_fd_truth(name, order):
     _, u, h = fd_jets(probs, x, deltas, pairs, h=0.5)
     for variant in ("paper", "paper-cross", "taylor2"):
         truth = closed_form_alignment(u, h, variant=variant, kappa=1.3, order=order)
-        got = simplex_alignment(enc, x, deltas, text, logit_scale=scale, variant=variant, kappa=1.3, order=order)
+        model = zero_shot_model(enc, text, scale)
+        got = simplex_alignment(model, x, deltas, variant=variant, kappa=1.3, order=order)
         assert got.shape == (2, M - order + 2)
         assert rel_err(got, truth) < TOL, (variant, rel_err(got, truth))
 
@@ -103,17 +121,10 @@ def test_sampled_variant_tends_to_closed_form_taylor2_for_small_steps():
     x, deltas = inputs(shape, seed=3)
     text = unit_rows(5, 8)
     deltas = deltas * 0.05
-    exact = simplex_alignment(enc, x, deltas, text, logit_scale=20.0, variant="taylor2")
-    sampled = simplex_alignment(
-        enc,
-        x,
-        deltas,
-        text,
-        logit_scale=20.0,
-        variant="sampled",
-        kappa=4000,
-        generator=torch.Generator().manual_seed(0),
-    )
+    model = zero_shot_model(enc, text, 20.0)
+    exact = simplex_alignment(model, x, deltas, variant="taylor2")
+    sampled = simplex_alignment(model, x, deltas, variant="sampled", samples=4000,
+                                generator=torch.Generator().manual_seed(0))  # fmt: skip
     ratio = (sampled / exact).flatten()
     assert ((ratio - 1).abs() < 0.05).all(), ratio
 

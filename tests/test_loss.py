@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from advsimplex import AdvSimplexLoss, pgd_trajectory, simplex_alignment, simplex_weights
+from advsimplex import AdvSimplexLoss, ZeroShotModel, pgd_trajectory, simplex_alignment, simplex_weights
 from advsimplex.zeroshot import preprocess_stats
 from helpers import micro_clip, unit_rows
 
@@ -16,8 +16,8 @@ def batch():
 
 
 def test_defaults_reproduce_the_paper():
-    loss = AdvSimplexLoss(unit_rows(3, 8))
-    assert (loss.variant, loss.kappa, loss.order, loss.steps) == ("paper", 1.0, 3, 10)
+    loss = AdvSimplexLoss()
+    assert (loss.alignment.variant, loss.alignment.kappa, loss.alignment.order, loss.steps) == ("paper", 1.0, 3, 10)
     assert loss.eps == pytest.approx(2 / 255) and loss.alpha == pytest.approx(1 / 255)
     assert (loss.lam, loss.weighting) == (0.6, "impact")
 
@@ -30,14 +30,16 @@ def test_loss_equals_clean_ce_plus_weighted_alignment(batch):
     mean, std = (torch.tensor(v, dtype=torch.float64).view(1, 3, 1, 1) for v in preprocess_stats(enc))
     pixel_enc = lambda px: enc((px - mean) / std)
     text = unit_rows(3, 8)
-    fn = AdvSimplexLoss(text, logit_scale=20.0, steps=4, eps=4 / 255, alpha=2 / 255, lam=0.7, kappa=1.5)
-    loss, details = fn(enc, x, y, generator=torch.Generator().manual_seed(5), return_details=True)
+    fn = AdvSimplexLoss(steps=4, eps=4 / 255, alpha=2 / 255, lam=0.7, kappa=1.5)
+    model = ZeroShotModel.from_tower(enc, text, 20.0)
+    loss, details = fn(model, x, y, generator=torch.Generator().manual_seed(5), return_details=True)
     logits_fn = lambda px: 20.0 * F.normalize(pixel_enc(px), dim=-1) @ text.t()
     traj = pgd_trajectory(
         logits_fn, x, y, eps=4 / 255, alpha=2 / 255, steps=4, generator=torch.Generator().manual_seed(5)
     )
     torch.testing.assert_close(details.vertex_probs, traj.probs)
-    omega = simplex_alignment(pixel_enc, x, traj.deltas, text, logit_scale=20.0, variant="paper", kappa=1.5)
+    generic = ZeroShotModel.from_encoder(pixel_enc, text, 20.0)
+    omega = simplex_alignment(generic, x, traj.deltas, variant="paper", kappa=1.5)
     clean = torch.softmax(logits_fn(x), -1).gather(1, y[:, None]).squeeze(1)
     weights = simplex_weights(clean, traj.probs, scheme="impact", order=3)
     expected = (F.cross_entropy(logits_fn(x), y, reduction="none") + 0.7 * (weights * omega).sum(-1)).mean()
@@ -54,10 +56,10 @@ def test_loss_equals_clean_ce_plus_weighted_alignment(batch):
 def test_every_option_trains_the_tower(batch, variant, order, weighting, kappa):
     x, y = batch
     model = micro_clip(seed=3)
-    fn = AdvSimplexLoss(
-        unit_rows(3, 8), logit_scale=20.0, steps=3, variant=variant, order=order, weighting=weighting, kappa=kappa
-    )
-    loss = fn(model.visual, x, y, generator=torch.Generator().manual_seed(0))
+    options = {"samples": kappa} if variant == "sampled" else {"kappa": kappa}
+    fn = AdvSimplexLoss(steps=3, variant=variant, order=order, weighting=weighting, **options)
+    loss = fn(ZeroShotModel.from_tower(model.visual, unit_rows(3, 8), 20.0), x, y,
+              generator=torch.Generator().manual_seed(0))  # fmt: skip
     loss.backward()
     assert torch.isfinite(loss)
     grads = [p.grad for p in model.visual.parameters() if p.requires_grad]
@@ -91,16 +93,17 @@ def test_impact_weights_zero_when_no_gap_and_other_schemes():
         ({"weighting": "cosine"}, ValueError, "weighting"),
         ({"eps": 1.5}, ValueError, "eps must lie in"),
         ({"steps": 1, "order": 3}, ValueError, "need m >= order - 1"),
-        ({"variant": "sampled", "kappa": 2.5}, ValueError, "positive integer sample count"),
+        ({"variant": "sampled", "samples": 2.5}, TypeError, "samples must be an int"),
         ({"backend": "fpga"}, ValueError, "backend must be one of"),
-        ({"logit_scale": -1.0}, ValueError, "logit_scale must be a positive number"),
     ],
 )
 def test_bad_configuration(kwargs, error, match):
     with pytest.raises(error, match=match):
-        AdvSimplexLoss(unit_rows(3, 8), **kwargs)
+        AdvSimplexLoss(**kwargs)
 
 
-def test_text_features_must_be_unit_norm():
+def test_model_arguments_are_checked_once_at_construction():
     with pytest.raises(ValueError, match="unit-norm"):
-        AdvSimplexLoss(2 * unit_rows(3, 8))
+        ZeroShotModel.from_tower(micro_clip().visual, 2 * unit_rows(3, 8), 20.0)
+    with pytest.raises(ValueError, match="logit_scale must be a positive number"):
+        ZeroShotModel.from_tower(micro_clip().visual, unit_rows(3, 8), -1.0)

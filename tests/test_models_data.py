@@ -9,7 +9,7 @@ import torch
 from advsimplex.data import NpzImageDataset, default_data_root, load_dataset
 from advsimplex.models import load_clip, save_clip
 from advsimplex.vpt import PromptedVisionTransformer, add_visual_prompts
-from advsimplex.zeroshot import ZeroShotClassifier, class_text_features
+from advsimplex.zeroshot import ZeroShotModel, class_text_features
 
 
 def test_save_and_load_roundtrip(tmp_path):
@@ -74,11 +74,11 @@ def test_zero_shot_classifier_normalises_pixels_inside():
     text = class_text_features(model, tokenizer, ["cat", "dog", "ship"])
     assert text.shape == (3, 8)
     torch.testing.assert_close(text.norm(dim=-1), torch.ones(3))
-    zs = ZeroShotClassifier(model, text)
+    zs = ZeroShotModel.from_clip(model, text)
     x = torch.rand(2, 3, 8, 8)
     mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
     std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
-    torch.testing.assert_close(zs.encode(x), model.encode_image((x - mean) / std))
+    torch.testing.assert_close(zs.embed(x), model.encode_image((x - mean) / std))
     assert zs(x).shape == (2, 3)
     with pytest.raises(ValueError, match="templates"):
         class_text_features(model, tokenizer, ["cat"], templates=["no placeholder"])

@@ -10,8 +10,9 @@ import itertools
 import math
 
 import torch
+from test_jets import zero_shot_probs
 
-from advsimplex import pair_index, simplex_alignment, zero_shot_probs
+from advsimplex import ZeroShotModel, pair_index, simplex_alignment
 from advsimplex.alignment import sample_simplex_points
 from advsimplex.jets import embedding_jets
 from advsimplex.reference import logit_jets, probability_jets, simplex_pairs, simplex_vertices
@@ -22,7 +23,7 @@ M, ORDER, SCALE = 3, 3, 20.0
 
 def relative_gap(enc, x, direction, text, eps, n=3000):
     deltas = eps * direction
-    closed = simplex_alignment(enc, x, deltas, text, logit_scale=SCALE, variant="taylor2", order=ORDER)
+    closed = simplex_alignment(ZeroShotModel.from_encoder(enc, text, SCALE), x, deltas, variant="taylor2", order=ORDER)
     pairs = pair_index(M, ORDER)
     jets = embedding_jets(enc, x, deltas, pairs)
     _, u, h = probability_jets(*logit_jets(jets.value, jets.first, jets.second, text, SCALE, pairs), pairs)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from advsimplex import simplex_alignment
+from advsimplex import ZeroShotModel, simplex_alignment
 from helpers import layer_norm_encoder, micro_clip, unit_rows
 
 M = 3
@@ -38,7 +38,8 @@ def test_parameter_gradient_vs_fd(name, variant, order):
 
     def objective(p):
         encode = lambda y: functional_call(enc, p, (y,))
-        omega = simplex_alignment(encode, x, deltas, text, logit_scale=20.0, variant=variant, kappa=1.5, order=order)
+        model = ZeroShotModel.from_encoder(encode, text, 20.0)
+        omega = simplex_alignment(model, x, deltas, variant=variant, kappa=1.5, order=order)
         return (weights * omega).sum()
 
     leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}

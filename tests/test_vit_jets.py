@@ -16,17 +16,16 @@ import torch
 from torch import nn
 
 import advsimplex
-from advsimplex import AdvSimplexLoss, embedding_jets, pair_index, simplex_alignment
+from advsimplex import AdvSimplexLoss, JetOptions, ZeroShotModel, embedding_jets, pair_index, simplex_alignment
 from advsimplex.jets import (
     FastJetsFallbackWarning,
     UnsupportedTowerError,
-    resolve_encoder,
     vit_jets,
     vit_support,
 )
 from advsimplex.jets import vit as vit_module
 from advsimplex.vpt import PromptedVisionTransformer
-from advsimplex.zeroshot import ZeroShotClassifier, preprocess_stats
+from advsimplex.zeroshot import preprocess_stats
 from helpers import fd_jets, micro_clip, rel_err, unit_rows
 
 M = 4
@@ -95,9 +94,9 @@ def pixel_fn(module: nn.Module):
     return lambda px: module((px - mean) / std)
 
 
-def fast(module: nn.Module, x, deltas, pairs, **kwargs):
+def fast(module: nn.Module, x, deltas, pairs, **options):
     mean, std = preprocess_stats(module)
-    return vit_jets(module, x, deltas, pairs, mean=mean, std=std, **kwargs)
+    return vit_jets(module, x, deltas, pairs, mean=mean, std=std, options=JetOptions(**options))
 
 
 @pytest.mark.parametrize("name", list(TOWERS))
@@ -137,29 +136,24 @@ def test_simplex_alignment_with_a_model_uses_fast_jets(quick, monkeypatch):
     text = unit_rows(5, 8)
     calls = []
     original = vit_module.vit_jets
-    monkeypatch.setattr("advsimplex.jets.encoders.vit_jets", lambda *a, **k: calls.append(1) or original(*a, **k))
-    expected = simplex_alignment(pixel_fn(model.visual), x, deltas, text, logit_scale=20.0, variant="taylor2")
+    monkeypatch.setattr("advsimplex.zeroshot.vit_jets", lambda *a, **k: calls.append(1) or original(*a, **k))
+    expected = simplex_alignment(ZeroShotModel.from_encoder(pixel_fn(model.visual), text, 20.0), x, deltas,
+                                 variant="taylor2")  # fmt: skip
     assert not calls
-    classifier = ZeroShotClassifier(model, text.float(), logit_scale=20.0).double()
-    # the classifier's own (float32-rounded) mean/std buffers: its encode through the generic path is the truth
-    expected_classifier = simplex_alignment(
-        lambda px: classifier.encode(px), x, deltas, text, logit_scale=20.0, variant="taylor2"
-    )
-    assert not calls
-    for encode, truth in ((model, expected), (model.visual, expected), (classifier, expected_classifier),
-                          (classifier.encode, expected_classifier)):  # fmt: skip
+    for zs in (ZeroShotModel.from_clip(model, text, 20.0), ZeroShotModel.from_tower(model.visual, text, 20.0)):
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # covered: no fallback warning
-            got = simplex_alignment(encode, x, deltas, text, logit_scale=20.0, variant="taylor2")
-        assert rel_err(got, truth) < 1e-12
-    assert len(calls) == 4
-    generic = simplex_alignment(model, x, deltas, text, logit_scale=20.0, variant="taylor2", jets="generic")
-    assert len(calls) == 4 and rel_err(generic, expected) < 1e-13
+            got = simplex_alignment(zs, x, deltas, variant="taylor2")
+        assert zs.fast_jets and rel_err(got, expected) < 1e-12
+    assert len(calls) == 2
+    generic_model = ZeroShotModel.from_clip(model, text, 20.0, jets=JetOptions(mode="generic"))
+    generic = simplex_alignment(generic_model, x, deltas, variant="taylor2")
+    assert len(calls) == 2 and not generic_model.fast_jets and rel_err(generic, expected) < 1e-13
 
 
-def parameter_objective(module, x, deltas, text, weights, order, **kwargs):
-    omega = simplex_alignment(module, x, deltas, text, logit_scale=20.0, variant="paper-cross", kappa=1.5,
-                              order=order, jets="fast", **kwargs)  # fmt: skip
+def parameter_objective(module, x, deltas, text, weights, order, **options):
+    model = ZeroShotModel.from_tower(module, text, 20.0, jets=JetOptions(mode="fast", **options))
+    omega = simplex_alignment(model, x, deltas, variant="paper-cross", kappa=1.5, order=order)
     return (weights * omega).sum()
 
 
@@ -261,11 +255,14 @@ def test_uncovered_tower_falls_back_with_a_warning():
     deltas = (torch.rand(2, 2, 3, 32, 32, generator=g, dtype=torch.float64) - 0.5) * (4 / 255)
     text = unit_rows(3, 8)
     with pytest.warns(FastJetsFallbackWarning, match="ModifiedResNet"):
-        got = simplex_alignment(module, x, deltas, text, logit_scale=20.0)
-    expected = simplex_alignment(pixel_fn(module), x, deltas, text, logit_scale=20.0)
+        model = ZeroShotModel.from_tower(module, text, 20.0)  # decided once, at construction
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = simplex_alignment(model, x, deltas)
+    expected = simplex_alignment(ZeroShotModel.from_encoder(pixel_fn(module), text, 20.0), x, deltas)
     assert rel_err(got, expected) < 1e-12
     with pytest.raises(UnsupportedTowerError, match="ModifiedResNet"):
-        simplex_alignment(module, x, deltas, text, logit_scale=20.0, jets="fast")
+        ZeroShotModel.from_tower(module, text, 20.0, jets=JetOptions(mode="fast"))
 
 
 @pytest.mark.parametrize(
@@ -290,42 +287,45 @@ def test_random_towers_are_refused():
     model = micro_clip()
     model.train()  # CLIP ViTs have no dropout: training mode is fine
     x, deltas = inputs(model.visual)
-    assert resolve_encoder(model).fast
-    simplex_alignment(model, x, deltas, unit_rows(3, 8), logit_scale=10.0)
+    zs = ZeroShotModel.from_clip(model, unit_rows(3, 8), 10.0)
+    assert zs.fast_jets
+    simplex_alignment(zs, x, deltas)
     model.visual.transformer.resblocks[0].attn.dropout = 0.1
     with pytest.raises(ValueError, match=r"random function in training mode .*attn"):
-        simplex_alignment(model, x, deltas, unit_rows(3, 8), logit_scale=10.0)
+        simplex_alignment(zs, x, deltas)
     model.eval()
-    assert resolve_encoder(model).fast
+    simplex_alignment(zs, x, deltas)
     patchy = vit(8, patch_dropout=0.5).train()
+    with pytest.warns(FastJetsFallbackWarning, match="patch dropout"):
+        patchy_model = ZeroShotModel.from_tower(patchy, unit_rows(3, 8), 10.0)
     with pytest.raises(ValueError, match="PatchDropout"):
-        resolve_encoder(patchy)
+        patchy_model.jets(x, deltas, pair_index(M, 3))
 
 
 def test_bad_arguments():
     module = micro_clip().visual
     x, deltas = inputs(module)
     pairs = pair_index(M, 3)
-    with pytest.raises(TypeError, match="jets='fast' needs an open_clip"):
-        resolve_encoder(lambda px: px.flatten(1), "fast")
-    with pytest.raises(ValueError, match="jets must be one of"):
-        resolve_encoder(module, "fastest")
+    with pytest.raises(UnsupportedTowerError, match=r"fast embedding jets do not cover .*: a plain callable"):
+        ZeroShotModel.from_encoder(lambda px: px.flatten(1), unit_rows(3, 8), 10.0, jets=JetOptions(mode="fast"))
+    with pytest.raises(ValueError, match="jets mode must be one of"):
+        JetOptions(mode="fastest")
     with pytest.raises(ValueError, match=r"spatial size \(4, 4\)"):
         vit_jets(module, x[..., :4, :4], deltas[..., :4, :4], pairs)
     with pytest.raises(TypeError, match=r"dtype torch\.float32 but the tower's parameters are torch\.float64"):
         vit_jets(module, x.float(), deltas.float(), pairs)
     with pytest.raises(ValueError, match="micro_batch"):
-        vit_jets(module, x, deltas, pairs, micro_batch=0)
-    with pytest.raises(ValueError, match="kernels must be one of"):
-        vit_jets(module, x, deltas, pairs, kernels="cuda")
+        fast(module, x, deltas, pairs, micro_batch=0)
+    with pytest.raises(ValueError, match="jet rules must be one of"):
+        fast(module, x, deltas, pairs, rules="cuda")
     with pytest.raises(ValueError, match="pairs must index vertices"):
         vit_jets(module, x, deltas, torch.tensor([[0, M]]))
     with pytest.raises(ValueError, match=r"deltas must have shape \(B, m, 3, H, W\)"):
         vit_jets(module, x, deltas[:1], pairs)
-    with pytest.raises(ValueError, match="jet_kernels"):
-        AdvSimplexLoss(unit_rows(3, 8), jet_kernels="cuda")
+    with pytest.raises(TypeError, match="options must be a JetOptions"):
+        vit_jets(module, x, deltas, pairs, options={"micro_batch": 2})
     with pytest.raises(ValueError, match="micro_batch"):
-        AdvSimplexLoss(unit_rows(3, 8), micro_batch=-2)
+        JetOptions(micro_batch=-2)
 
 
 def test_loss_with_a_model_equals_the_generic_loss(monkeypatch):
@@ -336,15 +336,16 @@ def test_loss_with_a_model_equals_the_generic_loss(monkeypatch):
     text = unit_rows(3, 8)
     calls = []
     original = vit_module.vit_jets
-    monkeypatch.setattr("advsimplex.jets.encoders.vit_jets", lambda *a, **k: calls.append(k) or original(*a, **k))
-    kwargs = dict(logit_scale=20.0, steps=4, eps=4 / 255, alpha=2 / 255, variant="taylor2")
-    fast_loss, fast_details = AdvSimplexLoss(text, **kwargs, micro_batch=2, checkpoint=True)(
-        model, x, y, generator=torch.Generator().manual_seed(1), return_details=True
-    )
-    assert len(calls) == 1 and calls[0]["micro_batch"] == 2 and calls[0]["checkpoint"] is True
-    generic_loss, generic_details = AdvSimplexLoss(text, **kwargs)(
-        pixel_fn(model.visual), x, y, generator=torch.Generator().manual_seed(1), return_details=True
-    )
+    monkeypatch.setattr("advsimplex.zeroshot.vit_jets", lambda *a, **k: calls.append(k) or original(*a, **k))
+    loss_fn = AdvSimplexLoss(steps=4, eps=4 / 255, alpha=2 / 255, variant="taylor2")
+    zs = ZeroShotModel.from_clip(model, text, 20.0, jets=JetOptions(micro_batch=2, checkpoint=True))
+    fast_loss, fast_details = loss_fn(zs, x, y, generator=torch.Generator().manual_seed(1), return_details=True)
+    options = calls[0]["options"]
+    assert len(calls) == 1 and options.micro_batch == 2 and options.checkpoint is True
+    generic_loss, generic_details = loss_fn(
+        ZeroShotModel.from_encoder(pixel_fn(model.visual), text, 20.0), x, y,
+        generator=torch.Generator().manual_seed(1), return_details=True,
+    )  # fmt: skip
     assert len(calls) == 1
     torch.testing.assert_close(fast_details.vertex_probs, generic_details.vertex_probs, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(fast_details.omega, generic_details.omega, rtol=1e-11, atol=1e-16)

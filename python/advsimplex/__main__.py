@@ -1,43 +1,14 @@
 """``python -m advsimplex``: the README's main job, the AdvSimplex demo (:mod:`advsimplex.train.demo`).
 
-``python -m advsimplex --info`` prints the installation report (versions, devices, kernel backends) only;
+``python -m advsimplex --info`` prints the installation report (:mod:`advsimplex.info`) only;
 ``python -m advsimplex --help`` lists the demo's options.
 """
 
 from __future__ import annotations
 
-import platform
 import sys
 
-import torch
-
-import advsimplex
-
-
-def report(short: bool = False) -> None:
-    """Print versions and devices (and, unless ``short``, which kernel backends are usable)."""
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none visible"
-    print(f"advsimplex {advsimplex.__version__}  python {platform.python_version()}  torch {torch.__version__}")
-    if short:
-        print(f"CPU threads {torch.get_num_threads()}  GPU: {gpu}")
-        return
-    try:
-        import triton
-
-        print(f"triton {triton.__version__}")
-    except ImportError:
-        print("triton: not installed")
-    print(f"CPU threads {torch.get_num_threads()}  GPU: {gpu}")
-    print("backends:")
-    for name, (ok, why) in advsimplex.backends().items():
-        print(f"  {name:10s} {'yes' if ok else 'no ':3s}  {why}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from advsimplex.train.demo import main as demo
-
-    return demo(argv)
-
+from advsimplex.train.demo import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -87,3 +90,54 @@ def check_positive_scalar(name: str, value: object) -> float:
     if not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return float(value)
+
+
+def check_pixels(name: str, value: object) -> Tensor:
+    """A floating image batch (B, ...) with B ≥ 1, finite, with pixels in [0, 1]."""
+    t = check_floating(name, value)
+    if t.dim() < 2 or t.shape[0] < 1:
+        raise ValueError(f"{name} must be a non-empty batch (B, 3, H, W) with B >= 1, got shape {tuple(t.shape)}")
+    if torch.compiler.is_compiling():  # data-dependent checks: skipped inside torch.compile graphs
+        return t
+    lo, hi = torch.aminmax(t.detach())
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{name} holds non-finite values (NaN or ±inf)")
+    if lo < 0 or hi > 1:
+        raise ValueError(f"{name} must be pixels in [0, 1] (normalisation happens inside the model); got values "
+                         f"in [{lo:.4g}, {hi:.4g}]")  # fmt: skip
+    return t
+
+
+def check_real(name: str, value: object, *, minimum: float | None = 0.0, positive: bool = False) -> float:
+    """A finite real number (not a bool), >= ``minimum`` (or > 0 with ``positive``)."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    value = float(value)
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum:g}, got {value!r}")
+    return value
+
+
+def as_int(name: str, value: object) -> int:
+    """``value`` as a Python int: ints, NumPy integers and integer 0-d tensors; a clear TypeError otherwise."""
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point() and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})") from None
+
+
+def check_count(name: str, value: object, minimum: int = 1) -> int:
+    """An integer (Python, NumPy or 0-d tensor; not a bool or a float) >= ``minimum``."""
+    value = as_int(name, value)
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return value

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from ..attack import pgd_attack
 from ..reference import num_simplices
 from .autoattack import autoattack, autoattack_settings
+from .pgd import pgd_attack
 from .simplex import simplex_attack
 
 ATTACKS = ("pgd", "cw", "autoattack", "simplex", "simplex-transfer")

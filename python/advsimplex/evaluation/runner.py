@@ -8,8 +8,6 @@ transfer from a model to itself reproduces the white-box simplex attack.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import platform
@@ -22,8 +20,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
+from ..jets import JetOptions
 from ..models import load_clip
-from ..zeroshot import ZeroShotClassifier, class_text_features, image_size
+from ..runtime import derive_seed, eps_label, resolve_device
+from ..zeroshot import ZeroShotModel, class_text_features, image_size
 from .attacks import ATTACKS, TRANSFER_ATTACKS, AttackSettings, check_attack, run_attack
 from .prompts import TemplateSpec, parse_templates
 from .suite import DatasetNotFoundError, DatasetRef, EvalDataset, resolve_data_root, resolve_datasets
@@ -112,12 +112,6 @@ class EvalConfig:
         return d
 
 
-def derive_seed(seed: int, *parts: object) -> int:
-    """A 63-bit seed from ``seed`` and a tuple of names/numbers (stable across runs and machines)."""
-    digest = hashlib.sha256(json.dumps([seed, *parts], default=str).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
 def subset_indices(n: int, samples: int | None, seed: int) -> list[int]:
     """The evaluated indices: all of ``range(n)``, or ``samples`` of them drawn without replacement
     under ``seed`` (sorted). Depends on nothing else, so every model sees the same images."""
@@ -125,22 +119,6 @@ def subset_indices(n: int, samples: int | None, seed: int) -> list[int]:
         return list(range(n))
     g = torch.Generator().manual_seed(derive_seed(seed, "subset", n))
     return sorted(torch.randperm(n, generator=g)[:samples].tolist())
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; otherwise ``torch.device(device)``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available here")
-    return dev
-
-
-def eps_label(eps: float) -> str:
-    """``4/255`` for multiples of 1/255, else the number."""
-    k = eps * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:g}"
 
 
 def _environment(device: torch.device) -> dict:
@@ -168,9 +146,10 @@ class _Loaded:
     def size(self) -> tuple[int, int]:
         return image_size(self.model)
 
-    def classifier(self, classes: list[str], templates: Sequence[str], logit_scale: float | None) -> ZeroShotClassifier:
+    def classifier(self, classes: list[str], templates: Sequence[str], logit_scale: float | None) -> ZeroShotModel:
+        """The zero-shot model for ``classes`` (evaluation needs logits only: no jets)."""
         text = class_text_features(self.model, self.tokenizer, classes, templates)
-        return ZeroShotClassifier(self.model, text, logit_scale).eval()
+        return ZeroShotModel.from_clip(self.model, text, logit_scale, jets=JetOptions(mode="generic")).eval()
 
 
 def _load(spec: ModelSpec, device: torch.device, option: str = "--model") -> _Loaded:
@@ -213,7 +192,7 @@ def evaluate(config: EvalConfig) -> list[dict]:
         templates: TemplateSpec = parse_templates(config.templates)
         root = resolve_data_root(config.data_root)
         refs = _check_datasets(resolve_datasets(config.datasets), root, config.skip_missing)
-        device = resolve_device(config.device)
+        device = resolve_device(config.device, name="--device")
     except DatasetNotFoundError:
         raise
     except ValueError as exc:

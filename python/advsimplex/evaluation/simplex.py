@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .._checks import check_floating, check_labels
 from ..alignment import sample_simplex_points
-from ..attack import pgd_trajectory
+from ..attack import LinfBall, pgd_trajectory
 from ..reference import num_simplices
 
 
@@ -53,13 +53,13 @@ def worst_simplex_point(
     b, m = deltas.shape[:2]
     per_image = num_simplices(m, order) * samples
     group = max(1, chunk_images // per_image)
-    lower, upper = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+    ball = LinfBall.around(x, eps)
     picked = []
     for start in range(0, b, group):
         sl = slice(start, start + group)
         points = sample_simplex_points(deltas[sl], order, samples, generator).flatten(1, 2)  # (g, S·κ, *image)
         g = points.shape[0]
-        cand = torch.minimum(torch.maximum(x[sl, None] + points, lower[sl, None]), upper[sl, None])
+        cand = LinfBall(ball.lower[sl, None], ball.upper[sl, None]).project(x[sl, None] + points)
         logits = logits_fn(cand.flatten(0, 1)).float()
         ce = F.cross_entropy(logits, y[sl].repeat_interleave(per_image), reduction="none").view(g, per_image)
         picked.append(cand[torch.arange(g, device=x.device), ce.argmax(dim=1)])

@@ -159,17 +159,7 @@ def multi_head_attention_forward(
     ``key_padding_mask``, ``is_causal`` and ``need_weights``. The rarely used ``bias_k``/``bias_v``,
     ``add_zero_attn``, ``static_k``/``static_v`` and training-mode dropout raise.
     """
-    unsupported = {
-        "bias_k/bias_v": bias_k is not None or bias_v is not None,
-        "add_zero_attn": add_zero_attn,
-        "static_k/static_v": static_k is not None or static_v is not None,
-        f"dropout (p={dropout_p}) in training mode": training and dropout_p > 0,
-    }
-    for feature, used in unsupported.items():
-        if used:
-            raise NotImplementedError(
-                f"nn.MultiheadAttention with {feature} is not supported inside the jet computation"
-            )
+    _refuse_unsupported(bias_k, bias_v, add_zero_attn, static_k, static_v, training and dropout_p > 0, dropout_p)
     batched = query.dim() == 3
     if not batched:
         query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
@@ -180,37 +170,15 @@ def multi_head_attention_forward(
     if embed_dim != embed_dim_to_check:
         raise ValueError(f"expected embedding dimension {embed_dim_to_check}, got {embed_dim}")
     head_dim = embed_dim // num_heads
-    if use_separate_proj_weight:
-        b_q, b_k, b_v = (None, None, None) if in_proj_bias is None else in_proj_bias.chunk(3)
-        q = F.linear(query, q_proj_weight, b_q)
-        k = F.linear(key, k_proj_weight, b_k)
-        v = F.linear(value, v_proj_weight, b_v)
-    else:
-        w_q, w_k, w_v = in_proj_weight.chunk(3)
-        b_q, b_k, b_v = (None, None, None) if in_proj_bias is None else in_proj_bias.chunk(3)
-        q, k, v = F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+    separate = (q_proj_weight, k_proj_weight, v_proj_weight) if use_separate_proj_weight else None
+    q, k, v = _project_qkv(query, key, value, in_proj_weight, in_proj_bias, separate)
 
     def heads(t: Tensor, length: int) -> Tensor:  # (L, N, E) -> (N, H, L, head_dim)
         return t.reshape(length, bsz, num_heads, head_dim).permute(1, 2, 0, 3)
 
     q, k, v = heads(q, tgt_len), heads(k, src_len), heads(v, src_len)
     scores = (q / math.sqrt(head_dim)) @ k.transpose(-2, -1)  # (N, H, L, S)
-    if attn_mask is not None:
-        if attn_mask.dtype == torch.bool:  # nn.MultiheadAttention: True means "do not attend"
-            attn_mask = torch.zeros(attn_mask.shape, dtype=scores.dtype, device=scores.device).masked_fill(
-                attn_mask, float("-inf")
-            )
-        if attn_mask.dim() == 3:
-            attn_mask = attn_mask.reshape(bsz, num_heads, tgt_len, src_len)
-    bias = _combine_masks(attn_mask, is_causal and attn_mask is None, tgt_len, src_len, scores.dtype, scores.device)
-    if key_padding_mask is not None:
-        if key_padding_mask.dtype == torch.bool:
-            pad = torch.zeros(key_padding_mask.shape, dtype=scores.dtype, device=scores.device)
-            pad = pad.masked_fill(key_padding_mask, float("-inf"))
-        else:
-            pad = key_padding_mask.to(scores.dtype)
-        pad = pad.reshape(bsz, 1, 1, src_len)
-        bias = pad if bias is None else bias + pad
+    bias = _attention_bias(attn_mask, key_padding_mask, is_causal, scores, bsz, num_heads)
     if bias is not None:
         scores = scores + bias
     weights = torch.softmax(scores, dim=-1)
@@ -225,6 +193,63 @@ def multi_head_attention_forward(
     if not batched:
         weights = weights.squeeze(0)
     return out, weights
+
+
+def _refuse_unsupported(bias_k, bias_v, add_zero_attn, static_k, static_v, dropout: bool, dropout_p: float) -> None:
+    unsupported = {
+        "bias_k/bias_v": bias_k is not None or bias_v is not None,
+        "add_zero_attn": add_zero_attn,
+        "static_k/static_v": static_k is not None or static_v is not None,
+        f"dropout (p={dropout_p}) in training mode": dropout,
+    }
+    for feature, used in unsupported.items():
+        if used:
+            raise NotImplementedError(
+                f"nn.MultiheadAttention with {feature} is not supported inside the jet computation"
+            )
+
+
+def _project_qkv(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    in_proj_weight: Tensor | None,
+    in_proj_bias: Tensor | None,
+    separate: tuple[Tensor, Tensor, Tensor] | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The q/k/v input projections: packed ``in_proj_weight`` or ``separate`` (q, k, v) weights."""
+    b_q, b_k, b_v = (None, None, None) if in_proj_bias is None else in_proj_bias.chunk(3)
+    w_q, w_k, w_v = separate if separate is not None else in_proj_weight.chunk(3)
+    return F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+
+
+def _attention_bias(
+    attn_mask: Tensor | None,
+    key_padding_mask: Tensor | None,
+    is_causal: bool,
+    scores: Tensor,
+    bsz: int,
+    num_heads: int,
+) -> Tensor | None:
+    """The additive score bias of ``attn_mask`` (boolean: True = do not attend), causality and key padding."""
+    tgt_len, src_len = scores.shape[-2:]
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            attn_mask = torch.zeros(attn_mask.shape, dtype=scores.dtype, device=scores.device).masked_fill(
+                attn_mask, float("-inf")
+            )
+        if attn_mask.dim() == 3:
+            attn_mask = attn_mask.reshape(bsz, num_heads, tgt_len, src_len)
+    bias = _combine_masks(attn_mask, is_causal and attn_mask is None, tgt_len, src_len, scores.dtype, scores.device)
+    if key_padding_mask is not None:
+        if key_padding_mask.dtype == torch.bool:
+            pad = torch.zeros(key_padding_mask.shape, dtype=scores.dtype, device=scores.device)
+            pad = pad.masked_fill(key_padding_mask, float("-inf"))
+        else:
+            pad = key_padding_mask.to(scores.dtype)
+        pad = pad.reshape(bsz, 1, 1, src_len)
+        bias = pad if bias is None else bias + pad
+    return bias
 
 
 def _torch_layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):

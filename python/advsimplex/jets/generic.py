@@ -51,6 +51,27 @@ def as_plan(plan: JetPlan | Tensor, m: int, device: torch.device) -> JetPlan:
     return plan.to(device)
 
 
+def _check_inputs(encode: object, x: object, deltas: object) -> None:
+    if not callable(encode):
+        raise TypeError(f"encode must be a callable images -> (B, d) embeddings, got {type(encode).__name__}")
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating tensor (B, ...), got {getattr(x, 'dtype', type(x).__name__)}")
+    if not isinstance(deltas, Tensor) or not deltas.is_floating_point():
+        raise TypeError(f"deltas must be a floating tensor (B, m, ...), got "
+                        f"{getattr(deltas, 'dtype', type(deltas).__name__)}")  # fmt: skip
+    if x.dim() < 2 or x.shape[0] < 1:
+        raise ValueError(f"x must have shape (B, ...) with B >= 1, got {tuple(x.shape)}")
+    if deltas.dim() != x.dim() + 1 or deltas.shape[0] != x.shape[0] or deltas.shape[2:] != x.shape[1:]:
+        raise ValueError(f"deltas must have shape (B, m, *x.shape[1:]) = ({x.shape[0]}, m, "
+                         f"{', '.join(map(str, x.shape[1:]))}), got {tuple(deltas.shape)}")  # fmt: skip
+    if deltas.shape[1] < 1:
+        raise ValueError("deltas must hold at least one direction (m >= 1)")
+    if deltas.dtype != x.dtype:
+        raise TypeError(f"deltas ({deltas.dtype}) must have the dtype of x ({x.dtype})")
+    if deltas.device != x.device:
+        raise ValueError(f"deltas is on {deltas.device} but x is on {x.device}")
+
+
 def embedding_jets(
     encode: Callable[[Tensor], Tensor],
     x: Tensor,
@@ -67,6 +88,7 @@ def embedding_jets(
     path is the oracle of the fast collapsed jets). ``chunk_size`` bounds how many pair streams are vmapped
     at once (memory).
     """
+    _check_inputs(encode, x, deltas)
     m = deltas.shape[1]
     plan = as_plan(plan, m, deltas.device)
     pair_plan = JetPlan.pairwise(m, plan.order, deltas.device) if plan.is_collapsed else plan

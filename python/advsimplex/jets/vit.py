@@ -40,8 +40,7 @@ from torch.utils.checkpoint import checkpoint as activation_checkpoint
 from ..reference.jet_rules import jet_linear
 from ..reference.plan import JetPlan
 from .generic import EmbeddingJets, as_plan
-
-KERNELS = ("auto", "torch", "triton")
+from .options import JetOptions
 
 CHECKPOINT_AUTO_BYTES = 2 * 1024**3
 """``checkpoint=None`` turns per-block activation checkpointing on when the estimated autograd
@@ -190,11 +189,10 @@ def estimate_activation_bytes(tower: ViTTower, batch: int, plan: JetPlan, dtype:
     return int(len(blocks) * per_value * torch.finfo(dtype).bits // 8)
 
 
-def _rule_functions(kernels: str, device: torch.device):
-    """The (gelu, layer_norm, softmax) jet functions for ``kernels`` on ``device``."""
+def _rule_functions(backend: str, device: torch.device):
+    """The (gelu, layer_norm, softmax) jet functions of the rule ``backend`` for tensors on ``device``."""
     from ..ops import jet_rules
 
-    backend = {"auto": "auto", "torch": "reference", "triton": "triton"}[kernels]
     chosen = jet_rules.resolve_backend(backend, device)
 
     def gelu(x: Tensor, plan: JetPlan, kind: str, dim: int = 0) -> Tensor:
@@ -234,9 +232,9 @@ def _value_square(a: tuple[Tensor, Tensor]) -> Tensor:
 class _JetForward:
     """The Taylor-mode forward of one covered tower (stream dimension 0 everywhere but attention)."""
 
-    def __init__(self, tower: ViTTower, plan: JetPlan, kernels: str, device: torch.device) -> None:
+    def __init__(self, tower: ViTTower, plan: JetPlan, rules: str, device: torch.device) -> None:
         self.tower, self.v, self.plan = tower, tower.visual, plan
-        self.gelu, self.layer_norm, self.softmax = _rule_functions(kernels, device)
+        self.gelu, self.layer_norm, self.softmax = _rule_functions(rules, device)
 
     # --- embedding -------------------------------------------------------------------------
     def embed(self, x: Tensor, deltas: Tensor) -> Tensor:
@@ -313,6 +311,19 @@ class _JetForward:
         h = jet_linear(h, blk.mlp.c_proj.weight, blk.mlp.c_proj.bias)
         return x + (h * blk.ls_2.gamma.to(h.dtype) if hasattr(blk.ls_2, "gamma") else h)
 
+    def run(self, x: Tensor, deltas: Tensor, checkpoint: bool) -> Tensor:
+        """Normalised images and tangents → stacked embeddings (S, B, d), optionally checkpointed per block."""
+        h = self.embed(x, deltas)
+        blocks = list(self.v.transformer.resblocks)
+        last_query = 1 if self.v.pool_type == "tok" else None  # 'tok' pooling reads the class token only
+        for i, blk in enumerate(blocks):
+            query = last_query if i == len(blocks) - 1 else None
+            if checkpoint:
+                h = activation_checkpoint(self.block, blk, h, query, use_reentrant=False)
+            else:
+                h = self.block(blk, h, query)
+        return self.head(h)
+
     # --- pooling and projection ------------------------------------------------------------
     def head(self, x: Tensor) -> Tensor:
         """Stacked tokens (S, B, L, w) → stacked embeddings (S, B, d)."""
@@ -333,6 +344,11 @@ class _JetForward:
 
 def _check_inputs(tower: ViTTower, x: Tensor, deltas: Tensor) -> None:
     v = tower.visual
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating tensor (B, 3, H, W), got {getattr(x, 'dtype', type(x).__name__)}")
+    if not isinstance(deltas, Tensor) or deltas.dtype != x.dtype:
+        raise TypeError(f"deltas must be a tensor of the dtype of x ({x.dtype}), got "
+                        f"{getattr(deltas, 'dtype', type(deltas).__name__)}")  # fmt: skip
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"x must have shape (B, 3, H, W), got {tuple(x.shape)}")
     if deltas.dim() != 5 or deltas.shape[0] != x.shape[0] or deltas.shape[2:] != x.shape[1:]:
@@ -340,8 +356,9 @@ def _check_inputs(tower: ViTTower, x: Tensor, deltas: Tensor) -> None:
     if tuple(x.shape[-2:]) != tuple(v.image_size):
         raise ValueError(f"x has spatial size {tuple(x.shape[-2:])} but the tower expects {tuple(v.image_size)}")
     weight = v.conv1.weight
-    if x.device != weight.device:
-        raise ValueError(f"x is on {x.device} but the tower's parameters are on {weight.device}")
+    for name, t in (("x", x), ("deltas", deltas)):
+        if t.device != weight.device:
+            raise ValueError(f"{name} is on {t.device} but the tower's parameters are on {weight.device}")
     if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(f"x has dtype {x.dtype} but the tower's parameters are {weight.dtype} (no autocast active)")
 
@@ -353,6 +370,30 @@ def _needs_grad(tower: ViTTower, *tensors: Tensor) -> bool:
     return any(t.requires_grad for t in tensors) or any(p.requires_grad for p in module.parameters())
 
 
+def _normalize_pixels(x: Tensor, deltas: Tensor, mean, std) -> tuple[Tensor, Tensor]:
+    """``(x − mean)/std`` per channel and the tangents ``δ/std`` (the normalisation is affine)."""
+    if (mean is None) != (std is None):
+        raise ValueError("mean and std must be given together (or neither)")
+    if mean is None:
+        return x, deltas
+    mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
+    if mean_t.shape[1] != x.shape[1] or std_t.shape[1] != x.shape[1]:
+        raise ValueError(f"mean/std must have one value per channel ({x.shape[1]}), got "
+                         f"{mean_t.shape[1]} and {std_t.shape[1]}")  # fmt: skip
+    return (x - mean_t) / std_t, deltas / std_t.unsqueeze(1)
+
+
+def as_vit_tower(tower: nn.Module | ViTTower) -> ViTTower:
+    """``tower`` as a covered :class:`ViTTower`, or :class:`UnsupportedTowerError` naming the module and why."""
+    if isinstance(tower, ViTTower):
+        return tower
+    found, reason = vit_support(tower)
+    if found is None:
+        raise UnsupportedTowerError(f"fast jets do not cover {type(tower).__name__}: {reason}")
+    return found
+
+
 def vit_jets(
     tower: nn.Module | ViTTower,
     x: Tensor,
@@ -361,9 +402,7 @@ def vit_jets(
     *,
     mean: Sequence[float] | Tensor | None = None,
     std: Sequence[float] | Tensor | None = None,
-    checkpoint: bool | None = None,
-    micro_batch: int | None = None,
-    kernels: str = "auto",
+    options: JetOptions | None = None,
 ) -> EmbeddingJets:
     """Embedding jets of an open_clip ViT tower at ``x`` along ``deltas``, second order as ``plan`` says.
 
@@ -377,66 +416,36 @@ def vit_jets(
         plan: the second-order streams to carry (:class:`~advsimplex.reference.plan.JetPlan`: pair streams,
             or collapsed simplex streams, spec §7b); a (P, 2) tensor of vertex pairs means
             ``JetPlan.from_pairs(pairs, m)``.
-        checkpoint: recompute each residual block in the backward pass (``torch.utils.checkpoint``,
-            non-reentrant). ``None``: on when gradients are needed and
-            :func:`estimate_activation_bytes` exceeds :data:`CHECKPOINT_AUTO_BYTES`. Results and
-            gradients are identical either way.
-        micro_batch: process the batch in chunks of this many images (bounds the transient memory
-            of the forward and of each checkpointed block's recomputation).
-        kernels: ``torch`` (plain PyTorch rules, the reference and CPU path), ``triton`` (fused Triton
-            kernels for the LayerNorm/GELU/softmax jets; CUDA, or CPU under ``TRITON_INTERPRET=1``)
-            or ``auto`` (see :func:`advsimplex.ops.jet_rules.resolve_backend`).
+        options: :class:`JetOptions`; this function reads ``rules`` (the LayerNorm/GELU/softmax rule backend,
+            :mod:`advsimplex.ops.jet_rules`), ``checkpoint`` (recompute each residual block in the backward
+            pass, non-reentrant; None: on when gradients are needed and :func:`estimate_activation_bytes`
+            exceeds :data:`CHECKPOINT_AUTO_BYTES`; results and gradients are identical either way) and
+            ``micro_batch`` (images per chunk: bounds the transient memory of the forward and of each
+            checkpointed block's recomputation).
 
     Returns:
         :class:`EmbeddingJets` with ``value`` (B, d), ``first`` (B, m, d), ``second`` (B, N, d) in
         the dtype of the tower's computation, differentiable with respect to the tower's parameters
         (and prompts), ``x`` and ``deltas``.
     """
-    if not isinstance(tower, ViTTower):
-        found, reason = vit_support(tower)
-        if found is None:
-            raise UnsupportedTowerError(f"fast jets do not cover {type(tower).__name__}: {reason}")
-        tower = found
-    if kernels not in KERNELS:
-        raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
-    if micro_batch is not None and (not isinstance(micro_batch, int) or micro_batch < 1):
-        raise ValueError(f"micro_batch must be a positive int or None, got {micro_batch!r}")
-    if checkpoint not in (None, True, False):
-        raise ValueError(f"checkpoint must be None (auto), True or False, got {checkpoint!r}")
+    options = JetOptions() if options is None else options
+    if not isinstance(options, JetOptions):
+        raise TypeError(f"options must be a JetOptions, got {type(options).__name__}")
+    tower = as_vit_tower(tower)
     _check_inputs(tower, x, deltas)
     m = deltas.shape[1]
     plan = as_plan(plan, m, x.device)
-    if (mean is None) != (std is None):
-        raise ValueError("mean and std must be given together (or neither)")
-    if mean is not None:
-        mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
-        std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
-        if mean_t.shape[1] != x.shape[1] or std_t.shape[1] != x.shape[1]:
-            raise ValueError(f"mean/std must have one value per channel ({x.shape[1]}), got "
-                             f"{mean_t.shape[1]} and {std_t.shape[1]}")  # fmt: skip
-        x = (x - mean_t) / std_t
-        deltas = deltas / std_t.unsqueeze(1)
+    x, deltas = _normalize_pixels(x, deltas, mean, std)
     b = x.shape[0]
-    chunk = b if micro_batch is None else min(micro_batch, b)
+    chunk = b if options.micro_batch is None else min(options.micro_batch, b)
+    checkpoint = options.checkpoint
     if checkpoint is None:
         checkpoint = _needs_grad(tower, x, deltas) and (
             estimate_activation_bytes(tower, chunk, plan, x.dtype) > CHECKPOINT_AUTO_BYTES
         )
-    fwd = _JetForward(tower, plan, kernels, x.device)
-    blocks = list(tower.visual.transformer.resblocks)
-    last_query = 1 if tower.visual.pool_type == "tok" else None  # 'tok' pooling reads the class token only
-
-    def run(xc: Tensor, dc: Tensor) -> Tensor:
-        h = fwd.embed(xc, dc)
-        for i, blk in enumerate(blocks):
-            query = last_query if i == len(blocks) - 1 else None
-            if checkpoint:
-                h = activation_checkpoint(fwd.block, blk, h, query, use_reentrant=False)
-            else:
-                h = fwd.block(blk, h, query)
-        return fwd.head(h)
-
-    out = torch.cat([run(x[i : i + chunk], deltas[i : i + chunk]) for i in range(0, b, chunk)], dim=1)
+    forward = _JetForward(tower, plan, options.rules, x.device)
+    out = torch.cat([forward.run(x[i : i + chunk], deltas[i : i + chunk], checkpoint) for i in range(0, b, chunk)],
+                    dim=1)  # fmt: skip
     first = out[1 : 1 + m].transpose(0, 1).contiguous()
     second = out[1 + m :].transpose(0, 1).contiguous()
     return EmbeddingJets(value=out[0], first=first, second=second, plan=plan)

@@ -15,6 +15,8 @@ from functools import cache
 import torch
 from torch import Tensor
 
+from .._checks import as_int
+
 
 def dirichlet_moment(order: int, exponents: Sequence[int]) -> float:
     """``E[Π_k α_k^{e_k}]`` for ``α ~ Dirichlet(1, …, 1)`` with ``order`` components.
@@ -22,12 +24,13 @@ def dirichlet_moment(order: int, exponents: Sequence[int]) -> float:
     ``E = (Q−1)! · Π_k e_k! / (Q−1+N)!`` with ``N = Σ_k e_k`` (spec §3). ``exponents`` may be
     shorter than ``order``: the missing components have exponent 0 (the origin vertex).
     """
-    if not isinstance(order, int) or order < 1:
+    order = as_int("order", order)
+    if order < 1:
         raise ValueError(f"order must be a positive int (number of Dirichlet components), got {order!r}")
-    exponents = list(exponents)
+    exponents = [as_int("exponents", e) for e in exponents]
     if len(exponents) > order:
         raise ValueError(f"exponents has {len(exponents)} entries but order (components) is {order}")
-    if any((not isinstance(e, int)) or e < 0 for e in exponents):
+    if any(e < 0 for e in exponents):
         raise ValueError(f"exponents must be non-negative ints, got {exponents!r}")
     total = sum(exponents)
     num = math.factorial(order - 1) * math.prod(math.factorial(e) for e in exponents)
@@ -54,6 +57,7 @@ def moment_tensor(
     Returns a tensor of shape ``(Q−1,) * degree`` (``degree`` = n ≥ 1): ``M2``, ``M3``, ``M4``
     of the spec for ``degree`` = 2, 3, 4.
     """
+    order, degree = as_int("order", order), as_int("degree", degree)
     if order < 2:
         raise ValueError(f"a simplex with a trajectory vertex needs order >= 2, got {order}")
     if degree < 1:
@@ -73,8 +77,8 @@ def second_moment(vertices: Tensor) -> Tensor:
     """
     if not isinstance(vertices, Tensor) or not vertices.is_floating_point():
         raise TypeError(f"vertices must be a floating tensor of shape (..., Q, D), got {type(vertices).__name__}")
-    if vertices.dim() < 2:
-        raise ValueError(f"vertices must have shape (..., Q, D), got shape {tuple(vertices.shape)}")
+    if vertices.dim() < 2 or vertices.shape[-2] < 1:
+        raise ValueError(f"vertices must have shape (..., Q, D) with Q >= 1, got shape {tuple(vertices.shape)}")
     q = vertices.shape[-2]
     outer = vertices.transpose(-1, -2) @ vertices
     s = vertices.sum(dim=-2)

@@ -13,28 +13,32 @@ from functools import cache
 import torch
 from torch import Tensor
 
+from .._checks import as_int
+
 SUPPORTED_ORDERS = (3, 4)
 
 
-def check_order(m: int, order: int) -> None:
-    """Raise a clear error unless ``order`` is supported and ``m ≥ order − 1``."""
+def check_order(m: int, order: int) -> tuple[int, int]:
+    """Raise a clear error unless ``order`` is supported and ``m ≥ order − 1``; returns ``(m, order)`` as ints."""
+    order, m = as_int("order", order), as_int("m", m)
     if order not in SUPPORTED_ORDERS:
         raise ValueError(f"order must be one of {SUPPORTED_ORDERS} (triangles or tetrahedra), got {order!r}")
-    if not isinstance(m, int) or m < order - 1:
+    if m < order - 1:
         raise ValueError(
             f"a trajectory of m={m} steps has no simplex of order {order}: need m >= order - 1 = {order - 1}"
         )
+    return m, order
 
 
 def num_simplices(m: int, order: int) -> int:
     """``S = m − Q + 2`` simplices of order ``Q`` over an ``m``-step trajectory."""
-    check_order(m, order)
+    m, order = check_order(m, order)
     return m - order + 2
 
 
 def num_pairs(m: int, order: int) -> int:
     """``P`` of :func:`pair_index`: ``W·m − W(W−1)/2`` with ``W = order − 1`` (2m − 1 for Q = 3, 3m − 3 for Q = 4)."""
-    check_order(m, order)
+    m, order = check_order(m, order)
     w = order - 1
     return w * m - w * (w - 1) // 2
 
@@ -51,6 +55,7 @@ def pair_index(m: int, order: int) -> Tensor:
     Returns a ``LongTensor[P, 2]`` (CPU); ``F2[:, p]`` holds ``D²f[δ_k, δ_l]`` for pair ``p``.
     ``P = 2m − 1`` for order 3 and ``3m − 3`` for order 4.
     """
+    m, order = check_order(m, order)
     return torch.tensor(_pairs(m, order), dtype=torch.long).reshape(-1, 2)
 
 

@@ -7,7 +7,8 @@ Modules, one job each:
 - :mod:`.validation`   ranges and choices (:class:`ConfigError` names the key)
 - :mod:`.presets`      YAML files, the shipped presets (``configs/train``), ``base:`` chains, :func:`load_config`
 - :mod:`.flags`        one ``advsimplex-train`` flag per key
-- :mod:`.methods`      the objectives: advsimplex, sampled, tecoa, trades, pmg, fare
+- :mod:`.objective`    the interface of an objective
+- :mod:`.methods`      the objectives: advsimplex, sampled, tecoa, trades, pmg, fare, agft
 - :mod:`.pretrain`     the contrastive ``clip`` objective (captions from class names)
 - :mod:`.modeling`     loading, freezing, VPT, the class-prompt embeddings, exported weights
 - :mod:`.data`         datasets, the resumable sharded sampler
@@ -25,7 +26,7 @@ Modules, one job each:
 
 from .checkpoint import CheckpointError
 from .config import METHODS, ConfigError, TrainConfig
-from .methods import advsimplex_encoder, build_objective
+from .methods import build_objective
 from .presets import list_presets, load_config
 from .trainer import NonFiniteError, TrainResult, train
 
@@ -36,7 +37,6 @@ __all__ = [
     "NonFiniteError",
     "TrainConfig",
     "TrainResult",
-    "advsimplex_encoder",
     "build_objective",
     "list_presets",
     "load_config",

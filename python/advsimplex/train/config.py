@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 
-METHODS = ("advsimplex", "tecoa", "pmg", "fare", "trades", "sampled", "clip")
+METHODS = ("advsimplex", "tecoa", "pmg", "fare", "trades", "agft", "sampled", "clip")
 """Training objectives (see :mod:`advsimplex.train.methods`); ``clip`` is contrastive pre-training."""
 ADVERSARIAL_METHODS = tuple(m for m in METHODS if m != "clip")
 TUNINGS = ("full", "vpt")
@@ -83,19 +83,23 @@ class TrainConfig:
     order: int = _f(3, "simplex order Q: 3 (triangles) or 4 (tetrahedra)", "method")
     weighting: str = _f("impact", "simplex weights ω: impact, uniform or linear", "method")
     backend: str = _f("auto", "fused head backend: auto, reference, cpp, cuda, triton", "method", resume="free")
-    chunk_size: int | None = _f(
-        None, "generic jets: pair streams per vmapped call; sampled: images per call", "method", resume="free"
-    )
     jets: str = _f(
         "auto", "embedding jets: auto (fast Taylor-mode for open_clip ViTs), fast or generic", "method", resume="free"
     )
-    jet_kernels: str = _f(
-        "auto", "fast jets' LayerNorm/GELU/softmax rules: auto, torch or triton", "method", resume="free"
-    )
+    jet_rules: str = _f(
+        "auto", "fast jets' LayerNorm/GELU/softmax rule kernels: auto, reference, cpp or triton", "method",
+        resume="free",
+    )  # fmt: skip
     jet_checkpoint: bool | None = _f(None, "per-block activation checkpointing of the fast jets (default: by size)",
                                      "method", resume="free")  # fmt: skip
     jet_micro_batch: int | None = _f(
         None, "images per jet computation (memory); default the whole batch", "method", resume="free"
+    )
+    jet_chunk_size: int | None = _f(
+        None, "generic torch.func jets: pair streams per vmapped call (memory)", "method", resume="free"
+    )
+    sample_batch_size: int | None = _f(
+        None, "perturbed images per forward pass of the sampled method (memory)", "method", resume="free"
     )
     samples: int = _f(10, "Monte-Carlo points per simplex (sampled)", "method")
     trades_beta: float = _f(6.0, "β: weight of the point-wise alignment (trades)", "method")
@@ -103,6 +107,8 @@ class TrainConfig:
     pmg_orig_weight: float = _f(1.0, "weight of KL(original(x_adv) ‖ model(x_adv)) (pmg)", "method")
     pmg_clean_weight: float = _f(1.0, "weight of KL(model(x) ‖ model(x_adv)) (pmg)", "method")
     fare_clean_weight: float = _f(0.0, "weight λ_c of the clean embedding distance (fare)", "method")
+    agft_scale: float = _f(180.0, "training logit scale s_t of the soft cross-entropy (agft)", "method")
+    agft_gamma: float = _f(0.4, "γ of the soft targets softmax(γ·s_t·cos(f_0(x), T)) (agft)", "method")
     caption_templates: list[str] = _f(CAPTION_TEMPLATES, "caption templates of the clip method", "method")  # noqa: RUF009
     # optimisation
     optimizer: str = _f("adamw", "adamw or sgd", "optim")

@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--info", action="store_true", help="print the installation report and exit")
     args = parser.parse_args(argv)
-    from .. import __main__ as info
+    from .. import info
     from ..runtime import parse_number, setup_logging
 
     if args.info:

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..evaluation import AttackSettings, run_attack, subset_indices
-from ..evaluation.runner import count_correct, derive_seed
+from ..evaluation import AttackSettings, count_correct, run_attack, subset_indices
+from ..runtime import derive_seed
 
 
 def zero_shot_accuracy(

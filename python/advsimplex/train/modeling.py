@@ -4,7 +4,8 @@
 - ``tuning: full`` trains the whole image tower; ``tuning: vpt`` inserts ``vpt_prompts`` prompt tokens
   (:func:`advsimplex.vpt.add_visual_prompts`) and trains only them.
 - ``method: clip`` (contrastive pre-training) trains both towers and the logit scale.
-- pmg and fare keep a frozen copy of the starting model (``original``).
+- pmg, fare and agft keep a frozen copy of the starting model (``original``).
+- The trainable model is an :class:`advsimplex.ZeroShotModel` built once, with the run's jet options.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..jets import JetOptions
 from ..models import load_clip
 from ..vpt import PromptedVisionTransformer, add_visual_prompts
-from ..zeroshot import ZeroShotClassifier, class_text_features, image_size
+from ..zeroshot import ZeroShotModel, class_text_features, image_size
 from .config import ConfigError, TrainConfig
 
 
@@ -53,11 +55,17 @@ def load_model(cfg: TrainConfig, device: torch.device) -> LoadedModel:
 
 @dataclass
 class ZeroShotSetup:
-    """The trainable classifier, the frozen original (pmg, fare) and the class embeddings (C, d)."""
+    """The trainable zero-shot model, the frozen original (pmg, fare, agft) and the class embeddings (C, d)."""
 
-    classifier: ZeroShotClassifier
-    original: ZeroShotClassifier | None
+    classifier: ZeroShotModel
+    original: ZeroShotModel | None
     text_features: torch.Tensor
+
+
+def jet_options(cfg: TrainConfig) -> JetOptions:
+    """The run's :class:`~advsimplex.jets.JetOptions` (validated by the config's own validation)."""
+    return JetOptions(mode=cfg.jets, rules=cfg.jet_rules, checkpoint=cfg.jet_checkpoint,
+                      micro_batch=cfg.jet_micro_batch, chunk_size=cfg.jet_chunk_size)  # fmt: skip
 
 
 def prepare_model(cfg: TrainConfig, loaded: LoadedModel, classes: Sequence[str]) -> ZeroShotSetup | None:
@@ -69,9 +77,9 @@ def prepare_model(cfg: TrainConfig, loaded: LoadedModel, classes: Sequence[str])
     model.requires_grad_(False)
     text = class_text_features(model, loaded.tokenizer, list(classes), cfg.templates)
     original = None
-    if cfg.method in ("pmg", "fare"):
+    if cfg.method in ("pmg", "fare", "agft"):
         frozen = copy.deepcopy(model).eval()
-        original = ZeroShotClassifier(frozen, text, cfg.logit_scale)
+        original = ZeroShotModel.from_clip(frozen, text, cfg.logit_scale, jets=JetOptions(mode="generic"))
     if cfg.tuning == "vpt":
         if not isinstance(model.visual, PromptedVisionTransformer):
             try:
@@ -85,7 +93,7 @@ def prepare_model(cfg: TrainConfig, loaded: LoadedModel, classes: Sequence[str])
         model.visual.prompts.requires_grad_(True)
     else:
         model.visual.requires_grad_(True)
-    classifier = ZeroShotClassifier(model, text, cfg.logit_scale)
+    classifier = ZeroShotModel.from_clip(model, text, cfg.logit_scale, jets=jet_options(cfg))
     if original is not None:
         original.logit_scale = classifier.logit_scale
     return ZeroShotSetup(classifier, original, text)

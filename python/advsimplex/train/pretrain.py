@@ -17,9 +17,9 @@ import torch
 from open_clip.loss import ClipLoss
 from torch import Tensor, nn
 
-from ..zeroshot import preprocess_stats
+from ..zeroshot import PixelNormalize
 from .config import TrainConfig
-from .methods import Metrics, Objective
+from .objective import Metrics, Objective
 
 
 def caption_tokens(tokenizer, classes: Sequence[str], templates: Sequence[str]) -> Tensor:
@@ -38,17 +38,14 @@ class ContrastiveObjective(Objective):
 
         self.model = model
         self.register_buffer("tokens", caption_tokens(tokenizer, classes, cfg.caption_templates), persistent=False)
-        mean, std = preprocess_stats(model)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.normalize = PixelNormalize.of(model)
         rank, world = (dist.get_rank(), dist.get_world_size()) if active() else (0, 1)
         self.clip_loss = ClipLoss(local_loss=world > 1, gather_with_grad=world > 1, rank=rank, world_size=world)
 
     def forward(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, Metrics]:
         choice = torch.randint(0, self.tokens.shape[1], (images.shape[0],), generator=generator).to(labels.device)
         text = self.tokens[labels, choice]  # (B, L)
-        pixels = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
-        image_features = self.model.encode_image(pixels, normalize=True)
+        image_features = self.model.encode_image(self.normalize(images), normalize=True)
         text_features = self.model.encode_text(text, normalize=True)
         scale = self.model.logit_scale.exp()
         loss = self.clip_loss(image_features.float(), text_features.float(), scale.float())

@@ -37,17 +37,19 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .._io import atomic_write_text
+from ..jets import JetOptions
 from ..models import save_clip
 from ..runtime import derive_seed, nonfinite_entries, resolve_device
-from ..zeroshot import ZeroShotClassifier, class_text_features
+from ..zeroshot import ZeroShotModel, class_text_features
 from . import checkpoint as ckpt
 from .config import ConfigError, TrainConfig
 from .data import EpochShardSampler, batch_stream, open_eval_data, open_training_data, random_hflip
 from .distributed import DistEnv, all_reduce_mean, barrier, env_from_environment, init_distributed, shutdown_distributed
 from .evaluate import zero_shot_accuracy
-from .methods import Objective, build_objective
+from .methods import build_objective
 from .metrics import MetricsLogger
 from .modeling import LoadedModel, load_model, prepare_model, trainable_parameters
+from .objective import Objective
 from .optim import WarmupCosine, make_optimizer, make_scheduler
 from .presets import dump_yaml, parse_yaml_config
 from .resume import changed_free_settings, check_resumable, select_checkpoint
@@ -166,6 +168,8 @@ class _Run:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.objective, device_ids=ids)
         self.eval_data = None
+        if cfg.eval_samples and env.is_main:  # a missing or bad test split fails now, not after training
+            self.eval_data = open_eval_data(cfg, self.loaded.image_size)
 
     def total_of(self, steps: int | None, epochs: int) -> int:
         """The run's total optimizer steps for the ``steps``/``epochs`` settings."""
@@ -334,7 +338,7 @@ class _Run:
             return self.zs.classifier
         model = self.loaded.model  # clip: the text tower changed, embed the prompts again
         text = class_text_features(model, self.loaded.tokenizer, self.classes, self.cfg.templates)
-        return ZeroShotClassifier(model, text, self.cfg.logit_scale)
+        return ZeroShotModel.from_clip(model, text, self.cfg.logit_scale, jets=JetOptions(mode="generic"))
 
     def evaluate(self, step: int) -> dict | None:
         cfg, result = self.cfg, None

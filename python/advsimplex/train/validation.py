@@ -90,8 +90,6 @@ def _check_data(c: _Checks, cfg: TrainConfig) -> None:
 
 
 def _check_method(c: _Checks, cfg: TrainConfig) -> None:
-    from ..jets.encoders import JET_MODES
-    from ..jets.vit import KERNELS as JET_KERNELS
     from ..ops.simplex_head import BACKENDS
     from ..reference import CLOSED_FORM_VARIANTS, WEIGHTINGS
 
@@ -107,15 +105,13 @@ def _check_method(c: _Checks, cfg: TrainConfig) -> None:
         c.non_negative("lam")
         c.choice("weighting", WEIGHTINGS)
         c.choice("backend", BACKENDS)
-        c.choice("jets", JET_MODES)
-        c.choice("jet_kernels", JET_KERNELS)
-        c.count("jet_micro_batch", allow_none=True)
+        _check_jet_options(cfg)
     if cfg.method == "advsimplex":
         c.choice("variant", CLOSED_FORM_VARIANTS)
         c.in_range("kappa", 0, math.inf, lo_open=True, hi_open=True)
     if cfg.method == "sampled":
         c.count("samples")
-    c.count("chunk_size", allow_none=True)
+        c.count("sample_batch_size", allow_none=True)
     if cfg.method == "trades":
         c.choice("trades_divergence", TRADES_DIVERGENCES)
         c.non_negative("trades_beta")
@@ -124,8 +120,26 @@ def _check_method(c: _Checks, cfg: TrainConfig) -> None:
         c.non_negative("pmg_clean_weight")
     if cfg.method == "fare":
         c.in_range("fare_clean_weight", 0, 1)
+    if cfg.method == "agft":
+        c.in_range("agft_scale", 0, math.inf, lo_open=True, hi_open=True)
+        c.in_range("agft_gamma", 0, math.inf, lo_open=True, hi_open=True)
     if cfg.method == "clip":
         c.templates("caption_templates")
+
+
+JET_KEYS = {"jets": "mode", "jet_rules": "rules", "jet_checkpoint": "checkpoint", "jet_micro_batch": "micro_batch",
+            "jet_chunk_size": "chunk_size"}  # fmt: skip
+"""Config key → field of :class:`advsimplex.jets.JetOptions`, which validates them (once, there)."""
+
+
+def _check_jet_options(cfg: TrainConfig) -> None:
+    from ..jets import JetOptions
+
+    for key, field in JET_KEYS.items():
+        try:
+            JetOptions(**{field: getattr(cfg, key)})
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from exc
 
 
 def _check_optimisation(c: _Checks, cfg: TrainConfig) -> None:
