@@ -6,6 +6,8 @@ Sources (:func:`load_dataset`):
 - ``npz:/path/file.npz``      any npz with ``images`` uint8 (N, H, W, 3), ``labels`` (N,), ``classes`` (C,)
 - ``imagefolder:/path``       a torchvision ``ImageFolder`` tree (``/path/<split>/`` if it exists)
 - ``torchvision:NAME[:root]`` a torchvision dataset already on disk (never downloaded)
+- ``<folder>``, ``<folder>:fit|val``, ``<a>+<b>`` npz arrays under the data root by folder name, the parts of
+  their training split, unions in a joint label space (:mod:`advsimplex.evaluation.offline`)
 
 The data root is ``$ADVSIMPLEX_DATA`` if set, else the first existing ``shared/data`` beside the
 working directory or the repository (``../shared/data``). Data is read in place, never copied.
@@ -150,9 +152,13 @@ def load_dataset(
         if not classes:
             raise ValueError(f"torchvision dataset {name} exposes no class names (.classes)")
         return _limited(ResizedImages(base, classes, size, source), limit)
+    from .evaluation.offline import open_source
+
+    if (offline := open_source(source, split, size, limit)) is not None:
+        return offline
     raise ValueError(
-        f"unknown dataset source {source!r}: use 'cifar10', 'npz:<file>', 'imagefolder:<dir>' or "
-        "'torchvision:<Name>[:<root>]'"
+        f"unknown dataset source {source!r}: use 'cifar10', 'npz:<file>', 'imagefolder:<dir>', "
+        "'torchvision:<Name>[:<root>]' or a folder under the data root holding train.npz and test.npz"
     )
 
 

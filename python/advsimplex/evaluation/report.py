@@ -5,6 +5,8 @@
 - ``report.md``: a summary (average over datasets per model × attack × ε) and, per setting, a table
   models × datasets with the average, like the paper's Tables 2/3 (accuracy in %).
 - ``robustness.png``: accuracy against ε (ε = 0 is clean accuracy), one panel per attack, averaged over datasets.
+- :func:`plot_tradeoff`: average clean against average robust accuracy, one point per model, a line per method
+  through its knob values (trade-off fronts).
 """
 
 from __future__ import annotations
@@ -62,12 +64,11 @@ def markdown_report(records: list[dict], title: str = "Zero-shot robustness") ->
     datasets = _ordered((r["dataset"], r["dataset_title"]) for r in records)
     settings = _ordered(_settings_key(r) for r in records)
     first = {key: next(r for r in records if _settings_key(r) == key) for key in settings}
-    samples = _ordered((r["dataset_title"], r["samples"], r["dataset_size"]) for r in records)
     r0 = records[0]
     lines = [f"# {title}", ""]
     lines.append(
-        "Accuracy in %. Images per dataset: "
-        + ", ".join(f"{t} {n}" + (f" of {total}" if n != total else "") for t, n, total in samples)
+        "Accuracy in %. "
+        + _samples_text(records)
         + f". Seed {r0['seed']}; device {r0['environment'].get('device', '?')}; "
         + f"templates: {len(r0['templates'])} ({r0['templates'][0]!r}{', …' if len(r0['templates']) > 1 else ''})."
     )
@@ -97,6 +98,21 @@ def markdown_report(records: list[dict], title: str = "Zero-shot robustness") ->
             shown = {"alpha": _alpha_rule(rs), **shown}
         lines.append(f"- {attack_title(rs[0])}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     return "\n".join(lines) + "\n"
+
+
+def _samples_text(records: list[dict]) -> str:
+    """``Images per dataset: A 500 of 2000, …``; attacks evaluated on other subsets get their own list."""
+    by_attack: dict[str, dict[str, tuple[int, int]]] = {}
+    for r in records:
+        by_attack.setdefault(attack_title(r), {})[r["dataset_title"]] = (r["samples"], r["dataset_size"])
+    groups: dict[tuple, list[str]] = {}
+    for attack, sizes in by_attack.items():
+        groups.setdefault(tuple(sizes.items()), []).append(attack)
+    texts = []
+    for sizes, attacks in groups.items():
+        listed = ", ".join(f"{t} {n}" + (f" of {total}" if n != total else "") for t, (n, total) in sizes)
+        texts.append(listed if len(groups) == 1 else f"({', '.join(attacks)}) {listed}")
+    return "Images per dataset: " + "; ".join(texts)
 
 
 def _alpha_rule(records: list[dict]) -> str:
@@ -190,3 +206,66 @@ def load_results(path: str | os.PathLike) -> dict:
     if data.get("format") != RESULTS_FORMAT:
         raise ValueError(f"{path} is not an advsimplex evaluation result (format {data.get('format')!r})")
     return data
+
+
+def plot_tradeoff(
+    records: list[dict],
+    path: str | os.PathLike,
+    groups: dict[str, list[tuple[str, str]]],
+    title: str = "Clean against robust accuracy",
+) -> Path:
+    """Average clean accuracy (x) against average robust accuracy (y), both in % and averaged over the
+    datasets of ``records``: one panel per robust setting (attack, ε), one point per model.
+
+    ``groups`` maps a legend entry (a method) to its ``(model, annotation)`` pairs in knob order (e.g.
+    ``[("advsimplex-lam3", "λ=3"), ...]``); the points of a group are joined by a line, so that trade-off
+    fronts rather than single points are compared. Models of ``records`` in no group are not drawn.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not records:
+        raise ValueError("no records to plot")
+    settings = _ordered(_settings_key(r) for r in records if r["attack"] != "clean")
+    if not settings:
+        raise ValueError("plot_tradeoff needs robust records (an attack other than clean)")
+    avg: dict[tuple[str, tuple[str, float]], list[float]] = {}
+    for r in records:
+        avg.setdefault((r["model"], _settings_key(r)), []).append(r["accuracy"])
+    mean = {k: 100 * sum(v) / len(v) for k, v in avg.items()}
+    first = {key: next(r for r in records if _settings_key(r) == key) for key in settings}
+    ncols = min(3, len(settings))
+    nrows = -(-len(settings) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.4 * nrows + 0.6), squeeze=False,
+                             layout="constrained")  # fmt: skip
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = "osD^v<>pPX*h"
+    for ax, key in zip(axes.flat, settings):
+        for i, (group, members) in enumerate(groups.items()):
+            pts = [(mean[(m, ("clean", 0.0))], mean[(m, key)], note) for m, note in members
+                   if (m, ("clean", 0.0)) in mean and (m, key) in mean]  # fmt: skip
+            if not pts:
+                continue
+            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+            style = "-" if len(pts) > 1 else "none"
+            ax.plot(xs, ys, linestyle=style, marker=markers[i % len(markers)], color=colors[i % len(colors)],
+                    label=group)  # fmt: skip
+            for x, y, note in pts:
+                if note:
+                    ax.annotate(note, (x, y), textcoords="offset points", xytext=(4, 3), fontsize="x-small")
+        ax.set_title(f"{attack_title(first[key])}, ε = {first[key]['eps_label']}", fontsize="medium")
+        ax.set_xlabel("average clean accuracy (%)")
+        ax.set_ylabel("average robust accuracy (%)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(settings) :]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, max(1, len(labels))), fontsize="small")
+    fig.suptitle(title, fontsize="medium")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -1,4 +1,4 @@
-"""Evaluation datasets: the paper's 15-set suite, and generic sources, as zero-shot test sets.
+"""Evaluation datasets: the paper's 15-set suite, the offline 32×32 suite, and generic sources.
 
 Every suite entry is read from the *data root* (``--data-root``; default
 :func:`advsimplex.data.default_data_root`, i.e. ``$ADVSIMPLEX_DATA`` or ``../shared/data``) with
@@ -27,9 +27,28 @@ pcam           ``pcam/camelyonpatch_level_2_split_test_{x,y}.h5`` (h5py)     tes
 
 Class names are the CLIP ones (``zeroshot_metadata.json``, from OpenAI CLIP's prompts via
 clip-benchmark; ImageNet's from ``open_clip.zero_shot_metadata``) where torchvision's are folder
-names, else torchvision's with ``_`` read as a space. Besides suite names, a dataset can be any
-:func:`advsimplex.data.load_dataset` source: ``npz:<file>``, ``imagefolder:<dir>``,
-``torchvision:<Name>[:<root>]`` (test split).
+names, else torchvision's with ``_`` read as a space.
+
+``--dataset offline`` is the seven compact sets of ``../shared/data`` (:mod:`.offline`: 32×32 uint8
+arrays with CLIP class names, read in place). Their names end in ``-32`` so that they never stand for the
+full-resolution paper entries of the same dataset; ``--templates openai`` gives each its OpenAI ensemble:
+
+================== ====================================== ==================================================
+name               expected under the data root           OpenAI templates (``--templates openai``)
+================== ====================================== ==================================================
+tinyimagenet-32    ``tinyimagenet/test.npz`` (200 classes) ImageNet's 80 (Tiny-ImageNet's classes are ImageNet's)
+cifar10-32         ``cifar10/test.npz`` (10)               cifar10 (18); the same file as the ``cifar10`` entry
+caltech101-32      ``caltech101/test.npz`` (101)           caltech101 (34)
+flowers102-32      ``flowers102/test.npz`` (102)           flowers102 (1)
+eurosat-32         ``eurosat/test.npz`` (10)               eurosat (3)
+gtsrb-32           ``gtsrb/test.npz`` (43)                 gtsrb (3)
+dtd10-32           ``dtd10/test.npz`` (10)                 dtd (8)
+================== ====================================== ==================================================
+
+``--dataset offline-val`` is their held-out validation parts (``<name>-32-val``: 10 % of every class of
+``train.npz``, :func:`.offline.heldout_indices`), for choosing hyper-parameters without the test splits.
+Besides suite names, a dataset can be any :func:`advsimplex.data.load_dataset` source: ``npz:<file>``,
+``imagefolder:<dir>``, ``torchvision:<Name>[:<root>]`` (test split).
 """
 
 from __future__ import annotations
@@ -46,6 +65,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from ..data import NpzImageDataset, ResizedImages, default_data_root, load_dataset
+from .offline import OFFLINE_SETS, OfflineSet, open_source
 
 PAPER_SUITE = (
     "imagenet", "cifar10", "cifar100", "stl10", "caltech101", "caltech256", "pets", "flowers102", "food101",
@@ -53,7 +73,12 @@ PAPER_SUITE = (
 )  # fmt: skip
 """The paper's 15 zero-shot evaluation sets, in its order (``--dataset paper``)."""
 
-SUITES = {"paper": PAPER_SUITE}
+OFFLINE_SUITE = tuple(s.name for s in OFFLINE_SETS)
+"""The seven 32×32 sets of the shared data folder, test splits (``--dataset offline``)."""
+OFFLINE_VAL_SUITE = tuple(s.val_name for s in OFFLINE_SETS)
+"""Their held-out validation parts of the training splits (``--dataset offline-val``)."""
+
+SUITES = {"paper": PAPER_SUITE, "offline": OFFLINE_SUITE, "offline-val": OFFLINE_VAL_SUITE}
 GENERIC_PREFIXES = ("npz:", "imagefolder:", "torchvision:")
 
 
@@ -86,7 +111,8 @@ class SuiteEntry:
     """One dataset of the suite: where its files are and how to read them.
 
     ``required`` are paths (relative to the data root) that must all exist; ``layout`` says in words
-    what is expected; ``needs`` names Python packages the torchvision reader imports.
+    what is expected; ``needs`` names Python packages the torchvision reader imports; ``template_key``
+    names the prompt templates it uses (:mod:`.prompts`; default its own name).
     """
 
     name: str
@@ -96,6 +122,7 @@ class SuiteEntry:
     split: str
     build: Callable[[Path, tuple[int, int] | None], tuple[Dataset, list[str]]]
     needs: tuple[str, ...] = ()
+    template_key: str | None = None
 
     def missing(self, root: Path) -> list[Path]:
         """The required paths that do not exist under ``root``."""
@@ -117,7 +144,8 @@ class SuiteEntry:
     def open(self, root: Path, image_size: tuple[int, int] | None) -> EvalDataset:
         self.check(root)
         dataset, classes = self.build(root, image_size)
-        return EvalDataset(self.name, self.title, dataset, classes, str(root / self.required[0]), self.split, self.name)
+        key = self.template_key or self.name
+        return EvalDataset(self.name, self.title, dataset, classes, str(root / self.required[0]), self.split, key)
 
 
 @cache
@@ -193,6 +221,25 @@ def _cifar10(root: Path, size: tuple[int, int] | None) -> tuple[Dataset, list[st
     return dataset, [clean_classname(c) for c in dataset.classes]
 
 
+def _offline(spec: OfflineSet, held_out: bool) -> SuiteEntry:
+    """The suite entry of an offline set: its test split, or the held-out part of its training split."""
+
+    def build(root: Path, size: tuple[int, int] | None) -> tuple[Dataset, list[str]]:
+        if held_out:
+            dataset = open_source(f"{spec.folder}:val", "train", size, root=root)
+        else:
+            dataset = open_source(spec.folder, "test", size, root=root)
+        return dataset, list(dataset.classes)
+
+    key = spec.template_key
+    if held_out:
+        layout = f"{spec.folder}/train.npz (32×32 arrays; its held-out 10 % of every class)"
+        return SuiteEntry(spec.val_name, f"{spec.title} val", (f"{spec.folder}/train.npz",), layout, "val", build,
+                          template_key=key)  # fmt: skip
+    layout = f"{spec.folder}/test.npz (32×32 arrays: images, labels, classes)"
+    return SuiteEntry(spec.name, spec.title, (f"{spec.folder}/test.npz",), layout, "test", build, template_key=key)
+
+
 _ENTRIES = (
     SuiteEntry("imagenet", "ImageNet", ("imagenet/val",),
                "imagenet/val/<wnid>/*.JPEG: the 50,000 validation images in 1000 WordNet-id folders", "val", _imagenet),
@@ -239,6 +286,7 @@ _ENTRIES = (
                _torchvision("PCAM", _bundled("pcam", 2), split="test"), needs=("h5py",)),
 )  # fmt: skip
 
+_ENTRIES += tuple(_offline(spec, held_out) for held_out in (False, True) for spec in OFFLINE_SETS)
 SUITE: dict[str, SuiteEntry] = {e.name: e for e in _ENTRIES}
 ALIASES = {
     "oxford_pets": "pets", "oxford_iiit_pet": "pets", "flowers": "flowers102", "oxford_flowers": "flowers102",
@@ -252,6 +300,7 @@ def _normalise(name: str) -> str:
 
 
 _LOOKUP = {_normalise(n): n for n in SUITE} | {_normalise(a): n for a, n in ALIASES.items()}
+_SUITE_LOOKUP = {_normalise(n): n for n in SUITES}
 
 
 @dataclass(frozen=True)
@@ -284,8 +333,8 @@ class DatasetRef:
 
 
 def resolve_datasets(names: Sequence[str]) -> list[DatasetRef]:
-    """Dataset arguments → references: suite names (case, ``-``, ``_`` ignored), suite groups
-    (``paper``), or generic sources. Unknown names raise ``ValueError`` listing the choices."""
+    """Dataset arguments → references: suite names (case, ``-``, ``_`` ignored), suite groups (``paper``,
+    ``offline``, ``offline-val``), or generic sources. Unknown names raise ``ValueError`` listing the choices."""
     if not names:
         raise ValueError("no dataset given: pass --dataset cifar10 (or paper, or npz:/imagefolder:/torchvision:)")
     refs: list[DatasetRef] = []
@@ -296,8 +345,8 @@ def resolve_datasets(names: Sequence[str]) -> list[DatasetRef]:
             refs.append(DatasetRef(raw))
             continue
         key = _normalise(raw)
-        if key in SUITES:
-            refs.extend(DatasetRef(n, SUITE[n]) for n in SUITES[key])
+        if key in _SUITE_LOOKUP:
+            refs.extend(DatasetRef(n, SUITE[n]) for n in SUITES[_SUITE_LOOKUP[key]])
             continue
         key = _LOOKUP.get(key, key)
         if key not in SUITE:
@@ -323,9 +372,11 @@ def resolve_data_root(root: str | Path | None) -> Path:
 
 
 def suite_table(root: Path) -> str:
-    """A markdown table of the suite: name, title, split, expected layout and whether it is present."""
-    lines = ["| name | dataset | split | expected under the data root | present |", "|---|---|---|---|---|"]
+    """A markdown table of the datasets: name, title, split, expected layout, whether it is present, and
+    the suites (``--dataset paper``, ``offline``, ``offline-val``) that list it."""
+    lines = ["| name | dataset | split | expected under the data root | present | suite |", "|---|---|---|---|---|---|"]
     for e in _ENTRIES:
         present = "yes" if not e.missing(root) else "no"
-        lines.append(f"| {e.name} | {e.title} | {e.split} | {e.layout} | {present} |")
+        suites = ", ".join(s for s, names in SUITES.items() if e.name in names) or "–"
+        lines.append(f"| {e.name} | {e.title} | {e.split} | {e.layout} | {present} | {suites} |")
     return "\n".join(lines)
