@@ -127,6 +127,7 @@ setup(
     entry_points={
         "console_scripts": [
             "advsimplex-eval=advsimplex.evaluation.cli:main",
+            "advsimplex-protocol=advsimplex.protocol.cli:main",
             "advsimplex-train=advsimplex.train.cli:main",
         ]
     },
