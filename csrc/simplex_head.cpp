@@ -66,8 +66,28 @@ inline void axpy(T alpha, const T* x, T* y, int64_t n) {
 // n = f/r, n_a = ρ(f_a − n α_a),
 // n_p = ρ f_p − ρ β_p n − ρ²(α_a f_b + α_b f_a) − ρ²(γ_p − 3 α_a α_b) n,
 // ρ = 1/‖f‖, α_a = n·f_a, β_p = n·f_p, γ_p = f_a·f_b (equal to the spec's form with P = I − nnᵀ).
+// The row's inputs scaled by c = row_scale(max |f|) (simplex_head.h): copies in `buffer` when c ≠ 1.
+template <typename T>
+T scale_row(const Layout& L, const T*& f, const T*& F1, const T*& F2, int64_t d, std::vector<T>& buffer) {
+  T amax = 0;
+  for (int64_t i = 0; i < d; ++i) amax = std::max(amax, std::abs(f[i]));
+  const T c = head::row_scale(amax);
+  if (c == T(1)) return c;
+  buffer.resize((1 + L.m + L.P) * d);
+  T* out = buffer.data();
+  for (int64_t i = 0; i < d; ++i) out[i] = c * f[i];
+  for (int64_t i = 0; i < L.m * d; ++i) out[d + i] = c * F1[i];
+  for (int64_t i = 0; i < L.P * d; ++i) out[(1 + L.m) * d + i] = c * F2[i];
+  f = out;
+  F1 = out + d;
+  F2 = out + (1 + L.m) * d;
+  return c;
+}
+
 template <typename T>
 void normalize_forward_row(const Layout& L, const T* f, const T* F1, const T* F2, T s, int64_t d, T* out) {
+  std::vector<T> scaled;
+  scale_row(L, f, F1, F2, d, scaled);
   const T rho = T(1) / std::sqrt(dot(f, f, d));
   T* n = out;  // row 0, scaled at the end
   for (int64_t i = 0; i < d; ++i) n[i] = rho * f[i];
@@ -94,6 +114,8 @@ void normalize_forward_row(const Layout& L, const T* f, const T* F1, const T* F2
 template <typename T>
 void normalize_backward_row(
     const Layout& L, const T* f, const T* F1, const T* F2, const T* gN, int64_t d, T* df, T* dF1, T* dF2) {
+  std::vector<T> scaled;
+  const T c = scale_row(L, f, F1, F2, d, scaled);
   const T rho = T(1) / std::sqrt(dot(f, f, d));
   const T rho2 = rho * rho;
   std::vector<T> n(d), nT(gN, gN + d);  // nT: total adjoint of n
@@ -138,6 +160,11 @@ void normalize_backward_row(
   }
   const T n_nT = dot(n.data(), nT.data(), d);
   for (int64_t i = 0; i < d; ++i) df[i] = rho * (nT[i] - n[i] * n_nT) - rho2 * rho_bar * n[i];
+  if (c != T(1)) {  // adjoints at the scaled point, times c
+    for (int64_t i = 0; i < d; ++i) df[i] *= c;
+    for (int64_t i = 0; i < L.m * d; ++i) dF1[i] *= c;
+    for (int64_t i = 0; i < L.P * d; ++i) dF2[i] *= c;
+  }
 }
 
 // ---- class pass ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 // with (c_jp2, c_qsq, c_jpq, c_q2) = (2, κ/2, 0, 0) paper, (1, κ/4, 1, 0) paper-cross, (1, 0, 1, ¼) taylor2.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #if defined(__CUDACC__)
@@ -35,6 +36,20 @@ ADVSIMPLEX_HD Coefficients<T> variant_coefficients(int64_t variant, double kappa
   if (variant == kPaper) return {T(2), T(0.5 * kappa), T(0), T(0)};
   if (variant == kPaperCross) return {T(1), T(0.25 * kappa), T(1), T(0)};
   return {T(1), T(0), T(1), T(0.25)};
+}
+
+// A power of two c with max_i |c f_i| in [1, 2) (1 for rows of zeros or non-finite values; clamped to normal
+// numbers). The head is invariant to a common scale of (f, F1, F2) (spec §4: only f/‖f‖ and its derivatives
+// enter) and scaling by a power of two is exact, so the normalisation kernels work on c·(f, F1, F2): bit for
+// bit the unscaled result wherever that neither overflows nor underflows, and finite for jets scaled by 1e20 or
+// 1e-25. c is piecewise constant in f, so the adjoints of (f, F1, F2) are c times those at the scaled point.
+template <typename T>
+ADVSIMPLEX_HD T row_scale(T amax) {
+  if (!(amax > T(0)) || amax - amax != T(0)) return T(1);
+  const int limit = sizeof(T) == 4 ? 126 : 1022;
+  int e = ::ilogb(static_cast<double>(amax));
+  e = e < -limit ? -limit : (e > limit ? limit : e);
+  return static_cast<T>(::ldexp(1.0, -e));
 }
 
 ADVSIMPLEX_HD double factorial(int n) {

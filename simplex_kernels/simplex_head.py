@@ -111,12 +111,24 @@ def backward(
 
 
 @triton.jit
+def _row_scale(amax):
+    """A power of two c with c·amax in [1, 2) (1 for 0 or non-finite amax; clamped to normal float32): the
+    normalisation kernels work on c·(f, F1, F2), exactly as csrc/simplex_head.h row_scale describes."""
+    biased = (amax.to(tl.int32, bitcast=True) >> 23) & 0xFF
+    ok = (amax > 0.0) & (biased < 255)
+    biased = tl.minimum(tl.maximum(biased, 1), 253)
+    return tl.where(ok, ((254 - biased) << 23).to(tl.float32, bitcast=True), 1.0)
+
+
+@triton.jit
 def normalize_forward_kernel(f_ptr, F1_ptr, F2_ptr, pa_ptr, pb_ptr, out_ptr, scale, m, P, d, BLOCK_D: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     K = 1 + m + P
     offs = tl.arange(0, BLOCK_D)
     mask = offs < d
     f = tl.load(f_ptr + b * d + offs, mask=mask, other=0.0)
+    c = _row_scale(tl.max(tl.abs(f)))
+    f = c * f
     rho = 1.0 / tl.sqrt(tl.sum(f * f))
     n = rho * f
     out = out_ptr + b * K * d
@@ -124,15 +136,15 @@ def normalize_forward_kernel(f_ptr, F1_ptr, F2_ptr, pa_ptr, pb_ptr, out_ptr, sca
     F2 = F2_ptr + b * P * d
     tl.store(out + offs, scale * n, mask=mask)
     for a in range(m):
-        fa = tl.load(F1 + a * d + offs, mask=mask, other=0.0)
+        fa = c * tl.load(F1 + a * d + offs, mask=mask, other=0.0)
         alpha = tl.sum(n * fa)
         tl.store(out + (1 + a) * d + offs, scale * rho * (fa - n * alpha), mask=mask)
     for p in range(P):
         ia = tl.load(pa_ptr + p)
         ib = tl.load(pb_ptr + p)
-        fa = tl.load(F1 + ia * d + offs, mask=mask, other=0.0)
-        fb = tl.load(F1 + ib * d + offs, mask=mask, other=0.0)
-        fp = tl.load(F2 + p * d + offs, mask=mask, other=0.0)
+        fa = c * tl.load(F1 + ia * d + offs, mask=mask, other=0.0)
+        fb = c * tl.load(F1 + ib * d + offs, mask=mask, other=0.0)
+        fp = c * tl.load(F2 + p * d + offs, mask=mask, other=0.0)
         alpha_a = tl.sum(n * fa)
         alpha_b = tl.sum(n * fb)
         beta = tl.sum(n * fp)
@@ -153,6 +165,8 @@ def normalize_backward_kernel(
     mask = offs < d
     mi = tl.arange(0, M_PAD)
     f = tl.load(f_ptr + b * d + offs, mask=mask, other=0.0)
+    c = _row_scale(tl.max(tl.abs(f)))  # inputs read as c·x; the adjoints are c times those at the scaled point
+    f = c * f
     rho = 1.0 / tl.sqrt(tl.sum(f * f))
     rho2 = rho * rho
     n = rho * f
@@ -166,7 +180,7 @@ def normalize_backward_kernel(
     alpha_bar = tl.zeros([M_PAD], dtype=tl.float32)
     rho_bar = tl.sum(tl.zeros([BLOCK_D], dtype=tl.float32))
     for a in range(m):
-        fa = tl.load(F1 + a * d + offs, mask=mask, other=0.0)
+        fa = c * tl.load(F1 + a * d + offs, mask=mask, other=0.0)
         ga = tl.load(gN + (1 + a) * d + offs, mask=mask, other=0.0)
         alpha = tl.sum(n * fa)
         t = tl.sum(n * ga)
@@ -179,9 +193,9 @@ def normalize_backward_kernel(
     for p in range(P):
         ia = tl.load(pa_ptr + p)
         ib = tl.load(pb_ptr + p)
-        fa = tl.load(F1 + ia * d + offs, mask=mask, other=0.0)
-        fb = tl.load(F1 + ib * d + offs, mask=mask, other=0.0)
-        fp = tl.load(F2 + p * d + offs, mask=mask, other=0.0)
+        fa = c * tl.load(F1 + ia * d + offs, mask=mask, other=0.0)
+        fb = c * tl.load(F1 + ib * d + offs, mask=mask, other=0.0)
+        fp = c * tl.load(F2 + p * d + offs, mask=mask, other=0.0)
         gp = tl.load(gN + (1 + m + p) * d + offs, mask=mask, other=0.0)
         alpha_a = tl.sum(tl.where(mi == ia, alphas, 0.0))
         alpha_b = tl.sum(tl.where(mi == ib, alphas, 0.0))
@@ -198,7 +212,7 @@ def normalize_backward_kernel(
         alpha_bar += tl.where(mi == ib, -rho2 * fa_g + 3.0 * rho2 * alpha_a * t, 0.0)
         rho_bar += fp_g - beta * t - 2.0 * rho * (alpha_a * fb_g + alpha_b * fa_g + e * t)
         nT += -(rho * beta + rho2 * e) * gp + beta_bar * fp
-        tl.store(dF2 + p * d + offs, rho * gp + beta_bar * n, mask=mask)
+        tl.store(dF2 + p * d + offs, c * (rho * gp + beta_bar * n), mask=mask)
         dfa = tl.load(dF1 + ia * d + offs, mask=mask, other=0.0)
         tl.store(dF1 + ia * d + offs, dfa - rho2 * alpha_b * gp + gamma_bar * fb, mask=mask)
         tl.debug_barrier()
@@ -206,13 +220,13 @@ def normalize_backward_kernel(
         tl.store(dF1 + ib * d + offs, dfb - rho2 * alpha_a * gp + gamma_bar * fa, mask=mask)
         tl.debug_barrier()
     for a in range(m):
-        fa = tl.load(F1 + a * d + offs, mask=mask, other=0.0)
+        fa = c * tl.load(F1 + a * d + offs, mask=mask, other=0.0)
         abar = tl.sum(tl.where(mi == a, alpha_bar, 0.0))
         dfa = tl.load(dF1 + a * d + offs, mask=mask, other=0.0)
-        tl.store(dF1 + a * d + offs, dfa + abar * n, mask=mask)
+        tl.store(dF1 + a * d + offs, c * (dfa + abar * n), mask=mask)
         nT += abar * fa
     n_nT = tl.sum(n * nT)
-    tl.store(df_ptr + b * d + offs, rho * (nT - n * n_nT) - rho2 * rho_bar * n, mask=mask)
+    tl.store(df_ptr + b * d + offs, c * (rho * (nT - n * n_nT) - rho2 * rho_bar * n), mask=mask)
 
 
 @triton.jit

@@ -309,3 +309,88 @@ def test_frozen_text_features(backend, device):
     assert rest["text_features"].grad is None
     for got, ref in zip(*results):
         assert rel(got, ref) < 1e-5
+
+
+# ---- conventions shared by every backend: int32 labels, constant weights, any common scale of the jets -------
+
+ALL_BACKENDS = [pytest.param("reference", "cpu", id="reference-cpu"), *BACKENDS]
+
+
+@pytest.mark.parametrize(("backend", "device"), ALL_BACKENDS)
+def test_int32_labels(backend, device):
+    inputs = make_inputs(dtype=torch.float32, device=device, seed=8)
+    expected = run(inputs, backend, **OPTIONS)
+    got = run({**inputs, "labels": inputs["labels"].int()}, backend, **OPTIONS)
+    for a, e in zip(got, expected):
+        assert torch.equal(a, e)
+
+
+@pytest.mark.parametrize(("backend", "device"), ALL_BACKENDS)
+def test_weights_are_constants(backend, device):
+    """ω is a constant of the loss (spec §6): no backend passes a gradient to it, and all agree on the values."""
+    inputs = make_inputs(dtype=torch.float32, device=device, seed=9)
+    weights = inputs["weights"].clone().requires_grad_()
+    f = inputs["f"].clone().requires_grad_()
+    rest = {k: inputs[k] for k in ("F1", "F2", "text_features", "labels")}
+    loss = simplex_head(f, weights=weights, **rest, backend=backend, **OPTIONS)
+    loss.sum().backward()
+    assert weights.grad is None
+    assert f.grad is not None
+    expected = reference_run(inputs, **OPTIONS)[0]
+    assert rel(loss.detach(), expected) <= 1e-5
+
+
+SCALES = [
+    (torch.float32, 1e20, 1e-5),
+    (torch.float32, 1e-25, 1e-5),
+    (torch.float64, 1e20, 1e-10),
+    (torch.float64, 1e-25, 1e-10),
+    (torch.float64, 1e250, 1e-10),
+    (torch.float64, 1e-250, 1e-10),
+]
+
+
+@pytest.mark.parametrize(("backend", "device"), ALL_BACKENDS)
+@pytest.mark.parametrize(("dtype", "scale", "rtol"), SCALES, ids=[f"{str(d)[6:]}-{s:g}" for d, s, _ in SCALES])
+def test_common_scale_of_the_jets(backend, device, dtype, scale, rtol):
+    """The head depends on f only through f/‖f‖: jets scaled by s give the same loss and Ω, and gradients 1/s
+    times those of the unscaled jets (where ‖f‖² itself would overflow or underflow)."""
+    if dtype == torch.float64 and backend == "triton":
+        pytest.skip("the Triton kernels take float32/bfloat16/float16 inputs")
+    inputs = make_inputs(dtype=dtype, device=device, seed=10)
+    scaled = {k: (v * scale if k in ("f", "F1", "F2") else v) for k, v in inputs.items()}
+    got = run(scaled, backend, **OPTIONS)
+    assert all(torch.isfinite(t).all() for t in got), f"{backend}: non-finite values at scale {scale:g}"
+    for t in got[2:5]:  # dL/d(s·x) = (1/s) dL/dx
+        t.mul_(scale)
+    assert_close(got, reference_run(inputs, **OPTIONS), rtol, f"{backend} {dtype} scale {scale:g}")
+
+
+@pytest.mark.parametrize(("backend", "device"), ALL_BACKENDS)
+def test_power_of_two_scale_changes_no_bit(backend, device):
+    inputs = make_inputs(dtype=torch.float32, device=device, seed=11)
+    expected = run(inputs, backend, **OPTIONS)
+    for scale in (2.0**40, 2.0**-40):
+        got = run({k: (v * scale if k in ("f", "F1", "F2") else v) for k, v in inputs.items()}, backend, **OPTIONS)
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+        for a, e in zip(got[2:5], expected[2:5]):
+            assert torch.equal(a * scale, e)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpp"])
+@pytest.mark.parametrize("scale", [1e-200, 1e200])
+def test_gradcheck_at_extreme_scale(backend, scale):
+    """float64 central finite differences (step scaled with the jets) at jets scaled by 1e±200."""
+    if backend == "cpp" and not AVAILABLE["cpp"][0]:
+        pytest.skip("compiled extension unavailable")
+    inputs = make_inputs(b=2, m=3, d=4, c=3, order=3, seed=12)
+    leaves = [(inputs[k] * scale).requires_grad_() for k in ("f", "F1", "F2")]
+
+    def fn(f, F1, F2):
+        return simplex_head(
+            f, F1, F2, inputs["text_features"], inputs["labels"], inputs["weights"], backend=backend,
+            return_omega=True, variant="taylor2", **OPTIONS,
+        )  # fmt: skip
+
+    # outputs O(1), gradients O(1/scale): tolerances relative to the gradients' scale
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6 * scale, atol=1e-7 / scale, rtol=1e-6)

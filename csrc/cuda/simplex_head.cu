@@ -92,6 +92,21 @@ __device__ T block_max(T v, T* scratch) {
 
 // ---- normalisation jets (see normalize_forward_row in simplex_head.cpp for the formulas) ----
 
+// Row inputs read as c·x, c = head::row_scale(max |f|) (see simplex_head.h): x[i] reads like a pointer.
+template <typename T>
+struct ScaledRow {
+  const T* __restrict__ p;
+  T c;
+  __device__ T operator[](int64_t i) const { return c * p[i]; }
+};
+
+template <typename T>
+__device__ T row_scale_of(const T* f, int64_t d, T* scratch) {
+  T amax = 0;
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) amax = fmax(amax, fabs(f[i]));
+  return head::row_scale(block_max(amax, scratch));
+}
+
 template <typename T>
 __global__ void normalize_forward_kernel(
     DeviceLayout L, const T* __restrict__ f_all, const T* __restrict__ F1_all, const T* __restrict__ F2_all, T s,
@@ -101,7 +116,8 @@ __global__ void normalize_forward_kernel(
   __shared__ T sums[kMaxR];
   build_pairs(L, sp);
   const int64_t b = blockIdx.x;
-  const T *f = f_all + b * d, *F1 = F1_all + b * L.m * d, *F2 = F2_all + b * L.P * d;
+  const T c = row_scale_of(f_all + b * d, d, scratch);
+  const ScaledRow<T> f{f_all + b * d, c}, F1{F1_all + b * L.m * d, c}, F2{F2_all + b * L.P * d, c};
   T* out = out_all + b * L.K * d;
   T part[kMaxR];
   // pass 1: |f|², then n·f_a (needs ρ), then n·f_p and f_a·f_b.
@@ -148,7 +164,9 @@ __global__ void normalize_backward_kernel(
   __shared__ T alpha_bar[kMaxM], beta_bar[kMaxP], gamma_bar[kMaxP], coef_n[kMaxP], alpha_s[kMaxM], misc[2];
   build_pairs(L, sp);
   const int64_t b = blockIdx.x;
-  const T *f = f_all + b * d, *F1 = F1_all + b * L.m * d, *F2 = F2_all + b * L.P * d, *gN = gN_all + b * L.K * d;
+  const T c = row_scale_of(f_all + b * d, d, scratch);  // adjoints below are c times those at the scaled point
+  const ScaledRow<T> f{f_all + b * d, c}, F1{F1_all + b * L.m * d, c}, F2{F2_all + b * L.P * d, c};
+  const T* gN = gN_all + b * L.K * d;
   T *df = df_all + b * d, *dF1 = dF1_all + b * L.m * d, *dF2 = dF2_all + b * L.P * d;
   T part[kMaxR];
   part[0] = 0;
@@ -244,15 +262,16 @@ __global__ void normalize_backward_kernel(
   const T n_nT = sums[0];
   for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
     const T n = rho * f[i];
-    df[i] = rho * (df[i] - n * n_nT) - rho2 * misc[0] * n;
+    df[i] = c * (rho * (df[i] - n * n_nT) - rho2 * misc[0] * n);
     for (int a = 0; a < M; ++a) dF1[a * d + i] = rho * gN[(1 + a) * d + i] + alpha_bar[a] * n;
     for (int p = 0; p < P; ++p) {
       const int a = sp.pair_a[p], bb = sp.pair_b[p];
       const T gp = gN[(1 + M + p) * d + i];
-      dF2[p * d + i] = rho * gp + beta_bar[p] * n;
+      dF2[p * d + i] = c * (rho * gp + beta_bar[p] * n);
       dF1[a * d + i] += -rho2 * alpha_s[bb] * gp + gamma_bar[p] * F1[bb * d + i];
       dF1[bb * d + i] += -rho2 * alpha_s[a] * gp + gamma_bar[p] * F1[a * d + i];
     }
+    for (int a = 0; a < M; ++a) dF1[a * d + i] *= c;
   }
 }
 

@@ -6,6 +6,8 @@ Public entry point, argument checks and backend dispatch. The pure-PyTorch oracl
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -139,14 +141,10 @@ def simplex_head(
     )  # fmt: skip
     chosen = resolve_backend(backend, f.device)
     if chosen == "reference":
-        compute = torch.float64 if f.dtype == torch.float64 else torch.float32
-        pairs = pair_index(F1.shape[1], order)
-        with torch.autocast(f.device.type, enabled=False):  # the autocast policy: compute in fp32 (fp64)
-            loss, omega = simplex_head_reference(
-                f.to(compute), F1.to(compute), F2.to(compute), text_features.to(compute), labels,
-                weights.to(compute), pairs, logit_scale=logit_scale, lam=float(lam), variant=variant,
-                kappa=float(kappa), order=order,
-            )  # fmt: skip
+        loss, omega = _reference_head(
+            f, F1, F2, text_features, labels, weights,
+            logit_scale=logit_scale, lam=float(lam), variant=variant, kappa=float(kappa), order=order,
+        )  # fmt: skip
         return (loss, omega) if return_omega else loss
     if torch._C._are_functorch_transforms_active():
         raise NotImplementedError(
@@ -166,6 +164,40 @@ def simplex_head(
         op = torch.ops.advsimplex.simplex_head_forward
     loss, omega = op(*args)[:2]
     return (loss, omega) if return_omega else loss
+
+
+def row_scale(f: Tensor) -> Tensor:
+    """(B, 1) powers of two ``c`` with ``max_i |c f_i|`` in [1, 2) (1 for rows of zeros or non-finite values).
+
+    The head is invariant to a common scale of ``f``, ``F1``, ``F2`` (spec §4: only ``f/‖f‖`` and its
+    derivatives enter), and multiplying by a power of two is exact, so evaluating it at ``c·(f, F1, F2)``
+    changes no bit where the unscaled computation neither overflows nor underflows, and keeps jets scaled by
+    1e20 or 1e-25 finite. ``c`` is piecewise constant in ``f`` (a constant for autograd); the chain rule
+    through ``c·x`` then gives exactly the gradient of the unscaled head. The fused kernels do the same inside.
+    """
+    amax = f.detach().abs().amax(dim=-1, keepdim=True)
+    limit = math.frexp(torch.finfo(f.dtype).max)[1] - 2  # 126 (float32), 1022 (float64): c stays normal
+    exponent = torch.floor(torch.log2(amax)).clamp(-limit, limit)
+    scale = torch.pow(2.0, -exponent).to(f.dtype)
+    return torch.where((amax > 0) & torch.isfinite(amax), scale, torch.ones_like(scale))
+
+
+def _reference_head(
+    f: Tensor, F1: Tensor, F2: Tensor, text: Tensor, labels: Tensor, weights: Tensor, *,
+    logit_scale: float | Tensor, lam: float, variant: str, kappa: float, order: int,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """The reference head under the fused backends' conventions: float32 (float64) math whatever autocast asks
+    for, int32 or int64 labels, weights as constants, jets rescaled per row (:func:`row_scale`)."""
+    compute = torch.float64 if f.dtype == torch.float64 else torch.float32
+    f, F1, F2, text = (t.to(compute) for t in (f, F1, F2, text))
+    scale = row_scale(f)
+    pairs = pair_index(F1.shape[1], order)
+    with torch.autocast(f.device.type, enabled=False):  # the autocast policy: compute in fp32 (fp64)
+        return simplex_head_reference(
+            f * scale, F1 * scale[..., None], F2 * scale[..., None], text, labels.long(),
+            weights.detach().to(compute), pairs, logit_scale=logit_scale, lam=lam, variant=variant, kappa=kappa,
+            order=order,
+        )  # fmt: skip
 
 
 def op_arguments(
