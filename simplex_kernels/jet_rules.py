@@ -1,23 +1,31 @@
 """Triton kernels of ``jet_rules``: fused second-order jet rules of GELU, LayerNorm and softmax.
 
 Layout (see :mod:`advsimplex.reference.jet_rules`): a stacked jet is a contiguous tensor viewed as
-``(G, S, M)`` where ``S = 1 + m + P`` streams sit between ``G`` outer and ``M`` inner elements
-(primal, then m first-order streams, then P pair streams). For the row rules (LayerNorm, softmax)
-``M = R·N`` holds ``R`` rows of ``N`` features. Pair ``p`` combines first-order streams
-``left[p]`` and ``right[p]``.
+``(G, S, M)`` where ``S = 1 + m + N`` streams sit between ``G`` outer and ``M`` inner elements
+(primal, then m first-order streams, then N second-order streams). For the row rules (LayerNorm, softmax)
+``M = R·F`` holds ``R`` rows of ``F`` features. The second-order streams follow a plan
+(:class:`~advsimplex.reference.plan.JetPlan`):
+
+- pairs: stream ``p`` combines first-order streams ``left[p]`` and ``right[p]``;
+- collapsed (``left``/``right`` None, simplex order Q): stream ``s`` is the Dirichlet-weighted sum over simplex
+  ``s`` (vertices ``s .. s + W − 1``, ``W = Q − 1``); with ``σ_s = Σ_{k∈s} x_k`` and ``c = 1/(Q(Q + 1))`` a rule's
+  bilinear term is ``quad_s = c (Σ_{k∈s} B(x_k, x_k) + B(σ_s, σ_s))`` (spec §7b), never a term per pair.
 
 One program owns a block of elements (GELU) or one row (LayerNorm, softmax) across **all** S
 streams: the primal is loaded once, and the nonlinear coefficients (f', f'', mean/rstd, softmax
 row) are computed once and reused by every tangent stream. The backward kernels accumulate the
-adjoints of first-order streams that several pairs share in their output buffer (read-modify-write
-by the owning program, separated by barriers). Arithmetic is float32 (float64 for float64 inputs).
+adjoints of first-order streams that several second-order streams share in their output buffer
+(read-modify-write by the owning program, separated by barriers). Arithmetic is float32 (float64 for
+float64 inputs).
 
 Formulas (derivations in the docstrings of :mod:`advsimplex.reference.jet_rules`; ``⟨·⟩`` the row mean):
 
-- GELU-type ``f``: ``y_k = f' x_k``, ``y_p = f' x_p + f'' x_a x_b``.
-- LayerNorm: ``t = (x_k − ⟨x_k⟩) r``, ``α = ⟨n t⟩``, ``n_k = t_k − n α_k``,
-  ``n_p = t_p − t_a α_b − t_b α_a + n (3 α_a α_b − ⟨t_a t_b⟩ − ⟨n t_p⟩)``.
-- softmax: ``D_k = s_k − ⟨P, s_k⟩``, ``P_k = P D_k``, ``E_p = s_p + D_a D_b``, ``P_p = P (E_p − ⟨P, E_p⟩)``.
+- GELU-type ``f``: ``y_k = f' x_k``, ``y_2 = f' x_2 + f'' quad``; quad = ``x_a x_b`` or ``c (Σ x_k² + σ²)``.
+- LayerNorm: ``t = (x_k − ⟨x_k⟩) r``, ``α = ⟨n t⟩``, ``n_k = t_k − n α_k``, ``n_2 = t_2 − n ⟨n t_2⟩ + quad`` with
+  pairs ``quad = n (3 α_a α_b − ⟨t_a t_b⟩) − t_a α_b − t_b α_a``; collapsed ``quad = c [n (3 A − T) − 2 V]``,
+  ``A = Σ α_k² + σ_α²``, ``T = Σ ⟨t_k²⟩ + ⟨σ_t²⟩``, ``V = Σ α_k t_k + σ_α σ_t``.
+- softmax: ``D_k = s_k − ⟨P, s_k⟩``, ``P_k = P D_k``, ``E_2 = s_2 + quad`` (``D_a D_b`` or ``c (Σ D_k² + σ²)``),
+  ``P_2 = P (E_2 − ⟨P, E_2⟩)``.
 """
 
 from __future__ import annotations
@@ -109,9 +117,22 @@ def _gelu_coefficients(x, KIND: tl.constexpr):
 
 
 @triton.jit
+def _window(X, base, stride, offs, mask, s, WIDTH: tl.constexpr, COMPUTE: tl.constexpr):
+    """(σ_s, Σ_{k∈s} x_k²) of collapsed simplex s over the first-order streams (elementwise)."""
+    sigma = tl.load(X + base + (1 + s) * stride + offs, mask=mask, other=0.0).to(COMPUTE)
+    square = sigma * sigma
+    for j in tl.static_range(1, WIDTH):
+        xk = tl.load(X + base + (1 + s + j) * stride + offs, mask=mask, other=0.0).to(COMPUTE)
+        sigma += xk
+        square += xk * xk
+    return sigma, square
+
+
+@triton.jit
 def _gelu_forward_kernel(
-    X, Y, LEFT, RIGHT, M, m, P, NBLOCKS, KIND: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr
-):
+    X, Y, LEFT, RIGHT, M, m, P, NBLOCKS, C,
+    KIND: tl.constexpr, COLLAPSED: tl.constexpr, WIDTH: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
     base, M, offs, mask = _element_tile(M, m, P, NBLOCKS, BLOCK)
     x0 = tl.load(X + base + offs, mask=mask, other=0.0).to(COMPUTE)
     f0, f1, f2, _ = _gelu_coefficients(x0, KIND)
@@ -120,20 +141,26 @@ def _gelu_forward_kernel(
         x1 = tl.load(X + base + (1 + k) * M + offs, mask=mask, other=0.0).to(COMPUTE)
         tl.store(Y + base + (1 + k) * M + offs, (f1 * x1).to(Y.dtype.element_ty), mask=mask)
     for p in range(P):
-        a = tl.load(LEFT + p)
-        b = tl.load(RIGHT + p)
-        xa = tl.load(X + base + (1 + a) * M + offs, mask=mask, other=0.0).to(COMPUTE)
-        xb = tl.load(X + base + (1 + b) * M + offs, mask=mask, other=0.0).to(COMPUTE)
+        if COLLAPSED:
+            sigma, square = _window(X, base, M, offs, mask, p, WIDTH, COMPUTE)
+            quad = C * (square + sigma * sigma)
+        else:
+            a = tl.load(LEFT + p)
+            b = tl.load(RIGHT + p)
+            xa = tl.load(X + base + (1 + a) * M + offs, mask=mask, other=0.0).to(COMPUTE)
+            xb = tl.load(X + base + (1 + b) * M + offs, mask=mask, other=0.0).to(COMPUTE)
+            quad = xa * xb
         x2 = tl.load(X + base + (1 + m + p) * M + offs, mask=mask, other=0.0).to(COMPUTE)
-        tl.store(Y + base + (1 + m + p) * M + offs, (f1 * x2 + f2 * xa * xb).to(Y.dtype.element_ty), mask=mask)
+        tl.store(Y + base + (1 + m + p) * M + offs, (f1 * x2 + f2 * quad).to(Y.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _gelu_backward_kernel(
-    X, DY, DX, LEFT, RIGHT, M, m, P, NBLOCKS, KIND: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr
-):
-    """dx_p = f' dy_p;  dx_k = f' dy_k + f'' Σ_{p∋k} dy_p x_other;  dx_0 = f' dy_0 + f'' (Σ dy_k x_k + Σ dy_p x_p)
-    + f''' Σ dy_p x_a x_b."""
+    X, DY, DX, LEFT, RIGHT, M, m, P, NBLOCKS, C,
+    KIND: tl.constexpr, COLLAPSED: tl.constexpr, WIDTH: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    """dx_p = f' dy_p;  dx_k = f' dy_k + f'' Σ_p dy_p ∂quad_p/∂x_k;  dx_0 = f' dy_0 + f'' (Σ dy_k x_k + Σ dy_p x_p)
+    + f''' Σ dy_p quad_p, with ∂quad_p/∂x_k = [a=k] x_b + [b=k] x_a (pairs) or 2c (x_k + σ_s) for k ∈ s."""
     base, M, offs, mask = _element_tile(M, m, P, NBLOCKS, BLOCK)
     x0 = tl.load(X + base + offs, mask=mask, other=0.0).to(COMPUTE)
     _, f1, f2, f3 = _gelu_coefficients(x0, KIND)
@@ -146,21 +173,32 @@ def _gelu_backward_kernel(
         tl.store(DX + row, (f1 * g1).to(DX.dtype.element_ty), mask=mask)
     tl.debug_barrier()
     for p in range(P):
-        a = tl.load(LEFT + p)
-        b = tl.load(RIGHT + p)
         row = base + (1 + m + p) * M + offs
-        xa = tl.load(X + base + (1 + a) * M + offs, mask=mask, other=0.0).to(COMPUTE)
-        xb = tl.load(X + base + (1 + b) * M + offs, mask=mask, other=0.0).to(COMPUTE)
         x2 = tl.load(X + row, mask=mask, other=0.0).to(COMPUTE)
         g2 = tl.load(DY + row, mask=mask, other=0.0).to(COMPUTE)
-        acc0 += f2 * g2 * x2 + f3 * g2 * xa * xb
         tl.store(DX + row, (f1 * g2).to(DX.dtype.element_ty), mask=mask)
-        da = tl.load(DX + base + (1 + a) * M + offs, mask=mask, other=0.0).to(COMPUTE)
-        tl.store(DX + base + (1 + a) * M + offs, (da + f2 * g2 * xb).to(DX.dtype.element_ty), mask=mask)
-        tl.debug_barrier()
-        db = tl.load(DX + base + (1 + b) * M + offs, mask=mask, other=0.0).to(COMPUTE)
-        tl.store(DX + base + (1 + b) * M + offs, (db + f2 * g2 * xa).to(DX.dtype.element_ty), mask=mask)
-        tl.debug_barrier()
+        if COLLAPSED:
+            sigma, square = _window(X, base, M, offs, mask, p, WIDTH, COMPUTE)
+            acc0 += f2 * g2 * x2 + f3 * g2 * C * (square + sigma * sigma)
+            weight = 2.0 * C * f2 * g2
+            for j in tl.static_range(WIDTH):
+                rk = base + (1 + p + j) * M + offs
+                xk = tl.load(X + rk, mask=mask, other=0.0).to(COMPUTE)
+                dk = tl.load(DX + rk, mask=mask, other=0.0).to(COMPUTE)
+                tl.store(DX + rk, (dk + weight * (xk + sigma)).to(DX.dtype.element_ty), mask=mask)
+                tl.debug_barrier()
+        else:
+            a = tl.load(LEFT + p)
+            b = tl.load(RIGHT + p)
+            xa = tl.load(X + base + (1 + a) * M + offs, mask=mask, other=0.0).to(COMPUTE)
+            xb = tl.load(X + base + (1 + b) * M + offs, mask=mask, other=0.0).to(COMPUTE)
+            acc0 += f2 * g2 * x2 + f3 * g2 * xa * xb
+            da = tl.load(DX + base + (1 + a) * M + offs, mask=mask, other=0.0).to(COMPUTE)
+            tl.store(DX + base + (1 + a) * M + offs, (da + f2 * g2 * xb).to(DX.dtype.element_ty), mask=mask)
+            tl.debug_barrier()
+            db = tl.load(DX + base + (1 + b) * M + offs, mask=mask, other=0.0).to(COMPUTE)
+            tl.store(DX + base + (1 + b) * M + offs, (db + f2 * g2 * xa).to(DX.dtype.element_ty), mask=mask)
+            tl.debug_barrier()
     tl.store(DX + base + offs, acc0.to(DX.dtype.element_ty), mask=mask)
 
 
@@ -169,27 +207,45 @@ def _elementwise_grid(g: int, inner: int) -> tuple[int, int]:
     return g * nblocks, nblocks
 
 
-def gelu_forward(x: Tensor, left: Tensor, right: Tensor, m: int, kind: str) -> Tensor:
-    """x: contiguous (G, S, M) stacked jet → y of the same shape."""
-    g, s, inner = x.shape
+def _plan_arguments(x: Tensor, left: Tensor | None, right: Tensor | None, m: int, order: int) -> tuple:
+    """Kernel arguments of a plan: ((LEFT, RIGHT, P, C), {COLLAPSED, WIDTH}).
+
+    Pairs plans pass their (P,) index tables; collapsed plans (``left``/``right`` None) the simplex order Q.
+    """
+    if left is None:
+        if order not in (3, 4) or m < order - 1:
+            raise ValueError(f"jet_rules (triton): a collapsed plan needs order 3 or 4 and m >= order - 1, got "
+                             f"m={m}, order={order}")  # fmt: skip
+        return (x, x, m - order + 2, 1.0 / (order * (order + 1))), {"COLLAPSED": True, "WIDTH": order - 1}
+    return (left, right, int(left.shape[0]), 0.0), {"COLLAPSED": False, "WIDTH": 1}
+
+
+def gelu_forward(x: Tensor, left: Tensor | None, right: Tensor | None, m: int, kind: str, order: int = 0) -> Tensor:
+    """x: contiguous (G, S, M) stacked jet → y of the same shape (``left``/``right`` None: the collapsed plan of
+    simplex order ``order``)."""
+    g, _, inner = x.shape
     y = torch.empty_like(x)
     programs, nblocks = _elementwise_grid(g, inner)
+    (lt, rt, p, c), flags = _plan_arguments(x, left, right, m, order)
     if programs:
         _gelu_forward_kernel[(programs,)](
-            x, y, left, right, inner, m, s - 1 - m, nblocks,
-            KIND=GELU_CODES[kind], COMPUTE=_compute_type(x), BLOCK=ELEMENTWISE_BLOCK, num_warps=4,
+            x, y, lt, rt, inner, m, p, nblocks, c,
+            KIND=GELU_CODES[kind], COMPUTE=_compute_type(x), BLOCK=ELEMENTWISE_BLOCK, num_warps=4, **flags,
         )  # fmt: skip
     return y
 
 
-def gelu_backward(x: Tensor, dy: Tensor, left: Tensor, right: Tensor, m: int, kind: str) -> Tensor:
-    g, s, inner = x.shape
+def gelu_backward(
+    x: Tensor, dy: Tensor, left: Tensor | None, right: Tensor | None, m: int, kind: str, order: int = 0
+) -> Tensor:
+    g, _, inner = x.shape
     dx = torch.empty_like(x)
     programs, nblocks = _elementwise_grid(g, inner)
+    (lt, rt, p, c), flags = _plan_arguments(x, left, right, m, order)
     if programs:
         _gelu_backward_kernel[(programs,)](
-            x, dy, dx, left, right, inner, m, s - 1 - m, nblocks,
-            KIND=GELU_CODES[kind], COMPUTE=_compute_type(x), BLOCK=ELEMENTWISE_BLOCK, num_warps=4,
+            x, dy, dx, lt, rt, inner, m, p, nblocks, c,
+            KIND=GELU_CODES[kind], COMPUTE=_compute_type(x), BLOCK=ELEMENTWISE_BLOCK, num_warps=4, **flags,
         )  # fmt: skip
     return dx
 
@@ -215,9 +271,41 @@ def _ln_primal(X, base, cols, mask, N, eps, COMPUTE: tl.constexpr):
 
 
 @triton.jit
+def _ln_window(X, base, stride, cols, mask, N, r, n0, s, WIDTH: tl.constexpr, COMPUTE: tl.constexpr):
+    """Collapsed simplex s: (σ_t, V = Σ α_k t_k + σ_α σ_t, σ_α, A = Σ α_k² + σ_α², T = Σ ⟨t_k²⟩ + ⟨σ_t²⟩)."""
+    sig = _centered(X, base + (1 + s) * stride, cols, mask, N, r, COMPUTE)
+    sa = tl.sum(n0 * sig, axis=0) / N
+    v = sa * sig
+    asq = sa * sa
+    tsq = tl.sum(sig * sig, axis=0) / N
+    for j in tl.static_range(1, WIDTH):
+        tk = _centered(X, base + (1 + s + j) * stride, cols, mask, N, r, COMPUTE)
+        ak = tl.sum(n0 * tk, axis=0) / N
+        sig += tk
+        v += ak * tk
+        sa += ak
+        asq += ak * ak
+        tsq += tl.sum(tk * tk, axis=0) / N
+    return sig, v + sa * sig, sa, asq + sa * sa, tsq + tl.sum(sig * sig, axis=0) / N
+
+
+@triton.jit
+def _ln_pair(X, LEFT, RIGHT, base, stride, cols, mask, N, r, n0, p, COMPUTE: tl.constexpr):
+    """Pair stream p = (a, b): (a, b, t_a, t_b, α_a, α_b, κ' = 3 α_a α_b − ⟨t_a t_b⟩)."""
+    a = tl.load(LEFT + p)
+    b = tl.load(RIGHT + p)
+    ta = _centered(X, base + (1 + a) * stride, cols, mask, N, r, COMPUTE)
+    tb = _centered(X, base + (1 + b) * stride, cols, mask, N, r, COMPUTE)
+    aa = tl.sum(n0 * ta, axis=0) / N
+    ab = tl.sum(n0 * tb, axis=0) / N
+    return a, b, ta, tb, aa, ab, 3.0 * aa * ab - tl.sum(ta * tb, axis=0) / N
+
+
+@triton.jit
 def _ln_forward_kernel(
-    X, W, B, Y, LEFT, RIGHT, R, N, m, P, eps,
-    HAS_W: tl.constexpr, HAS_B: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
+    X, W, B, Y, LEFT, RIGHT, R, N, m, P, eps, C,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, COLLAPSED: tl.constexpr, WIDTH: tl.constexpr,
+    COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     _, base, stride, cols, mask = _row_tile(R, N, m, P, BLOCK)
     if HAS_W:
@@ -234,22 +322,22 @@ def _ln_forward_kernel(
         alpha = tl.sum(n0 * t1, axis=0) / N
         tl.store(Y + base + (1 + k) * stride + cols, ((t1 - n0 * alpha) * w).to(Y.dtype.element_ty), mask=mask)
     for p in range(P):
-        a = tl.load(LEFT + p)
-        b = tl.load(RIGHT + p)
-        ta = _centered(X, base + (1 + a) * stride, cols, mask, N, r, COMPUTE)
-        tb = _centered(X, base + (1 + b) * stride, cols, mask, N, r, COMPUTE)
         t2 = _centered(X, base + (1 + m + p) * stride, cols, mask, N, r, COMPUTE)
-        aa = tl.sum(n0 * ta, axis=0) / N
-        ab = tl.sum(n0 * tb, axis=0) / N
-        kappa = 3.0 * aa * ab - tl.sum(ta * tb, axis=0) / N - tl.sum(n0 * t2, axis=0) / N
-        n2 = t2 - ta * ab - tb * aa + n0 * kappa
+        beta = tl.sum(n0 * t2, axis=0) / N
+        if COLLAPSED:
+            _, v, _, A, T = _ln_window(X, base, stride, cols, mask, N, r, n0, p, WIDTH, COMPUTE)
+            n2 = t2 + n0 * (C * (3.0 * A - T) - beta) - 2.0 * C * v
+        else:
+            _, _, ta, tb, aa, ab, kappa = _ln_pair(X, LEFT, RIGHT, base, stride, cols, mask, N, r, n0, p, COMPUTE)
+            n2 = t2 - ta * ab - tb * aa + n0 * (kappa - beta)
         tl.store(Y + base + (1 + m + p) * stride + cols, (n2 * w).to(Y.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _ln_backward_kernel(
-    X, W, DY, DX, DW, LEFT, RIGHT, R, N, m, P, eps,
-    HAS_W: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr, BLOCK_M: tl.constexpr,
+    X, W, DY, DX, DW, LEFT, RIGHT, R, N, m, P, eps, C,
+    HAS_W: tl.constexpr, COLLAPSED: tl.constexpr, WIDTH: tl.constexpr, COMPUTE: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_M: tl.constexpr,
 ):  # fmt: skip
     """Reverse mode of the LayerNorm jet for one row (adjoints: n̄ = dy·w; t̄ staged in DX; ᾱ in registers)."""
     row, base, stride, cols, mask = _row_tile(R, N, m, P, BLOCK)
@@ -275,35 +363,48 @@ def _ln_backward_kernel(
         abar = tl.where(ks == k, abar - tl.sum(n0 * gb, axis=0), abar)
         tl.store(DX + off + cols, gb.to(DX.dtype.element_ty), mask=mask)  # t̄_k, completed below
     tl.debug_barrier()
-    for p in range(P):  # n_p = t_p − t_a α_b − t_b α_a + n κ_p,  κ_p = 3 α_a α_b − ⟨t_a t_b⟩ − ⟨n t_p⟩
-        a = tl.load(LEFT + p)
-        b = tl.load(RIGHT + p)
+    for p in range(P):  # n_p = t_p − n β_p + quad_p,  β_p = ⟨n t_p⟩
         off = base + (1 + m + p) * stride
-        ta = _centered(X, base + (1 + a) * stride, cols, mask, N, r, COMPUTE)
-        tb = _centered(X, base + (1 + b) * stride, cols, mask, N, r, COMPUTE)
         t2 = _centered(X, off, cols, mask, N, r, COMPUTE)
-        aa = tl.sum(n0 * ta, axis=0) / N
-        ab = tl.sum(n0 * tb, axis=0) / N
-        kappa = 3.0 * aa * ab - tl.sum(ta * tb, axis=0) / N - tl.sum(n0 * t2, axis=0) / N
+        beta = tl.sum(n0 * t2, axis=0) / N
         g2 = tl.load(DY + off + cols, mask=mask, other=0.0).to(COMPUTE)
-        dw += g2 * (t2 - ta * ab - tb * aa + n0 * kappa)
         gb = g2 * w
         kbar = tl.sum(n0 * gb, axis=0)
+        if COLLAPSED:  # quad = c [n (3A − T) − 2V]: Ā = 3K, T̄ = −K (K = c κ̄), V̄ = −2c ḡ
+            sig, v, sa, A, T = _ln_window(X, base, stride, cols, mask, N, r, n0, p, WIDTH, COMPUTE)
+            cn = C * (3.0 * A - T) - beta
+            dw += g2 * (t2 + n0 * cn - 2.0 * C * v)
+            K = C * kbar
+            g_sig = tl.sum(gb * sig, axis=0)
+            for j in tl.static_range(WIDTH):
+                ok = base + (1 + p + j) * stride
+                tk = _centered(X, ok, cols, mask, N, r, COMPUTE)
+                ak = tl.sum(n0 * tk, axis=0) / N
+                abar = tl.where(ks == p + j, abar + 6.0 * K * (ak + sa) - 2.0 * C * (tl.sum(gb * tk, axis=0) + g_sig),
+                                abar)  # fmt: skip
+                dk = tl.load(DX + ok + cols, mask=mask, other=0.0).to(COMPUTE)
+                dk += (-2.0 * K / N) * (tk + sig) - 2.0 * C * (ak + sa) * gb
+                tl.store(DX + ok + cols, dk.to(DX.dtype.element_ty), mask=mask)
+                tl.debug_barrier()
+        else:  # quad = n κ' − t_a α_b − t_b α_a,  κ' = 3 α_a α_b − ⟨t_a t_b⟩
+            a, b, ta, tb, aa, ab, kappa = _ln_pair(X, LEFT, RIGHT, base, stride, cols, mask, N, r, n0, p, COMPUTE)
+            cn = kappa - beta
+            dw += g2 * (t2 - ta * ab - tb * aa + n0 * cn)
+            abar = tl.where(ks == a, abar - tl.sum(tb * gb, axis=0) + 3.0 * ab * kbar, abar)
+            abar = tl.where(ks == b, abar - tl.sum(ta * gb, axis=0) + 3.0 * aa * kbar, abar)
+            da = tl.load(DX + base + (1 + a) * stride + cols, mask=mask, other=0.0).to(COMPUTE)
+            tl.store(DX + base + (1 + a) * stride + cols, (da - ab * gb - (kbar / N) * tb).to(DX.dtype.element_ty),
+                     mask=mask)  # fmt: skip
+            tl.debug_barrier()
+            db = tl.load(DX + base + (1 + b) * stride + cols, mask=mask, other=0.0).to(COMPUTE)
+            tl.store(DX + base + (1 + b) * stride + cols, (db - aa * gb - (kbar / N) * ta).to(DX.dtype.element_ty),
+                     mask=mask)  # fmt: skip
+            tl.debug_barrier()
+        nbar += cn * gb - (kbar / N) * t2
         t2bar = gb - (kbar / N) * n0
-        nbar += kappa * gb - (kbar / N) * t2
         rbar += tl.sum(t2bar * t2, axis=0) / r
         dx2 = r * tl.where(mask, t2bar - tl.sum(t2bar, axis=0) / N, 0.0)
         tl.store(DX + off + cols, dx2.to(DX.dtype.element_ty), mask=mask)
-        abar = tl.where(ks == a, abar - tl.sum(tb * gb, axis=0) + 3.0 * ab * kbar, abar)
-        abar = tl.where(ks == b, abar - tl.sum(ta * gb, axis=0) + 3.0 * aa * kbar, abar)
-        da = tl.load(DX + base + (1 + a) * stride + cols, mask=mask, other=0.0).to(COMPUTE)
-        tl.store(DX + base + (1 + a) * stride + cols, (da - ab * gb - (kbar / N) * tb).to(DX.dtype.element_ty),
-                 mask=mask)  # fmt: skip
-        tl.debug_barrier()
-        db = tl.load(DX + base + (1 + b) * stride + cols, mask=mask, other=0.0).to(COMPUTE)
-        tl.store(DX + base + (1 + b) * stride + cols, (db - aa * gb - (kbar / N) * ta).to(DX.dtype.element_ty),
-                 mask=mask)  # fmt: skip
-        tl.debug_barrier()
     for k in range(m):  # α_k = ⟨n t_k⟩, then t_k = (x_k − ⟨x_k⟩) r
         off = base + (1 + k) * stride
         t1 = _centered(X, off, cols, mask, N, r, COMPUTE)
@@ -321,37 +422,41 @@ def _ln_backward_kernel(
 
 
 def layer_norm_forward(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, left: Tensor, right: Tensor, m: int
-) -> Tensor:
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, left: Tensor | None, right: Tensor | None,
+    m: int, order: int = 0,
+) -> Tensor:  # fmt: skip
     """x: contiguous (G, S, R, N) stacked jet (LayerNorm over N) → y of the same shape."""
-    g, s, rows, n = x.shape
+    g, _, rows, n = x.shape
     y = torch.empty_like(x)
     block = _row_block(n)
+    (lt, rt, p, c), flags = _plan_arguments(x, left, right, m, order)
     if g * rows:
         _ln_forward_kernel[(g * rows,)](
-            x, weight if weight is not None else x, bias if bias is not None else x, y, left, right,
-            rows, n, m, s - 1 - m, float(eps),
+            x, weight if weight is not None else x, bias if bias is not None else x, y, lt, rt,
+            rows, n, m, p, float(eps), c,
             HAS_W=weight is not None, HAS_B=bias is not None, COMPUTE=_compute_type(x), BLOCK=block,
-            num_warps=_warps(block),
+            num_warps=_warps(block), **flags,
         )  # fmt: skip
     return y
 
 
 def layer_norm_backward(
-    x: Tensor, weight: Tensor | None, dy: Tensor, eps: float, left: Tensor, right: Tensor, m: int
-) -> tuple[Tensor, Tensor | None]:
+    x: Tensor, weight: Tensor | None, dy: Tensor, eps: float, left: Tensor | None, right: Tensor | None, m: int,
+    order: int = 0,
+) -> tuple[Tensor, Tensor | None]:  # fmt: skip
     """(dx, dweight) of the LayerNorm jet; dbias is ``dy[:, 0].sum()`` over rows (done by the caller)."""
-    g, s, rows, n = x.shape
+    g, _, rows, n = x.shape
     dx = torch.empty_like(x)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     dw_rows = torch.empty((g * rows, n), dtype=acc, device=x.device) if weight is not None else None
     block = _row_block(n)
+    (lt, rt, p, c), flags = _plan_arguments(x, left, right, m, order)
     if g * rows:
         _ln_backward_kernel[(g * rows,)](
-            x, weight if weight is not None else x, dy, dx, dw_rows if dw_rows is not None else dx, left, right,
-            rows, n, m, s - 1 - m, float(eps),
+            x, weight if weight is not None else x, dy, dx, dw_rows if dw_rows is not None else dx, lt, rt,
+            rows, n, m, p, float(eps), c,
             HAS_W=weight is not None, COMPUTE=_compute_type(x), BLOCK=block,
-            BLOCK_M=triton.next_power_of_2(max(m, 1)), num_warps=_warps(block),
+            BLOCK_M=triton.next_power_of_2(max(m, 1)), num_warps=_warps(block), **flags,
         )  # fmt: skip
     dw = dw_rows.sum(dim=0).to(weight.dtype) if weight is not None else None
     return dx, dw
@@ -378,7 +483,37 @@ def _softmax_centered(X, offset, cols, mask, prob, COMPUTE: tl.constexpr):
 
 
 @triton.jit
-def _softmax_forward_kernel(X, Y, LEFT, RIGHT, R, N, m, P, COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
+def _softmax_second(
+    X, LEFT, RIGHT, base, stride, cols, mask, prob, m, p, C,
+    COLLAPSED: tl.constexpr, WIDTH: tl.constexpr, COMPUTE: tl.constexpr,
+):  # fmt: skip
+    """E_p = s_p + quad_p of second-order stream p with what its backward needs: (E, D_a, D_b) for pairs,
+    (E, σ_p, σ_p) for collapsed plans (σ_p the window sum of the D_k)."""
+    s2 = tl.load(X + base + (1 + m + p) * stride + cols, mask=mask, other=0.0).to(COMPUTE)
+    if COLLAPSED:
+        sig, _ = _softmax_centered(X, base + (1 + p) * stride, cols, mask, prob, COMPUTE)
+        square = sig * sig
+        for j in tl.static_range(1, WIDTH):
+            dk, _ = _softmax_centered(X, base + (1 + p + j) * stride, cols, mask, prob, COMPUTE)
+            sig += dk
+            square += dk * dk
+        e = s2 + C * (square + sig * sig)
+        da = sig
+        db = sig
+    else:
+        a = tl.load(LEFT + p)
+        b = tl.load(RIGHT + p)
+        da, _ = _softmax_centered(X, base + (1 + a) * stride, cols, mask, prob, COMPUTE)
+        db, _ = _softmax_centered(X, base + (1 + b) * stride, cols, mask, prob, COMPUTE)
+        e = s2 + da * db
+    return e, da, db
+
+
+@triton.jit
+def _softmax_forward_kernel(
+    X, Y, LEFT, RIGHT, R, N, m, P, C,
+    COLLAPSED: tl.constexpr, WIDTH: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
     _, base, stride, cols, mask = _row_tile(R, N, m, P, BLOCK)
     prob = _softmax_primal(X, base, cols, mask, COMPUTE)
     tl.store(Y + base + cols, prob.to(Y.dtype.element_ty), mask=mask)
@@ -386,18 +521,16 @@ def _softmax_forward_kernel(X, Y, LEFT, RIGHT, R, N, m, P, COMPUTE: tl.constexpr
         d1, _ = _softmax_centered(X, base + (1 + k) * stride, cols, mask, prob, COMPUTE)
         tl.store(Y + base + (1 + k) * stride + cols, (prob * d1).to(Y.dtype.element_ty), mask=mask)
     for p in range(P):
-        a = tl.load(LEFT + p)
-        b = tl.load(RIGHT + p)
-        da, _ = _softmax_centered(X, base + (1 + a) * stride, cols, mask, prob, COMPUTE)
-        db, _ = _softmax_centered(X, base + (1 + b) * stride, cols, mask, prob, COMPUTE)
-        s2 = tl.load(X + base + (1 + m + p) * stride + cols, mask=mask, other=0.0).to(COMPUTE)
-        e = s2 + da * db
+        e, _, _ = _softmax_second(X, LEFT, RIGHT, base, stride, cols, mask, prob, m, p, C, COLLAPSED, WIDTH, COMPUTE)
         y2 = prob * (e - tl.sum(prob * e, axis=0))
         tl.store(Y + base + (1 + m + p) * stride + cols, y2.to(Y.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _softmax_backward_kernel(X, DY, DX, LEFT, RIGHT, R, N, m, P, COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
+def _softmax_backward_kernel(
+    X, DY, DX, LEFT, RIGHT, R, N, m, P, C,
+    COLLAPSED: tl.constexpr, WIDTH: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
     """Reverse mode of the softmax jet for one row (P̄ in registers, D̄_k staged in DX)."""
     _, base, stride, cols, mask = _row_tile(R, N, m, P, BLOCK)
     prob = _softmax_primal(X, base, cols, mask, COMPUTE)
@@ -409,24 +542,30 @@ def _softmax_backward_kernel(X, DY, DX, LEFT, RIGHT, R, N, m, P, COMPUTE: tl.con
         pbar += g1 * d1
         tl.store(DX + off + cols, (prob * g1).to(DX.dtype.element_ty), mask=mask)  # D̄_k, completed below
     tl.debug_barrier()
-    for p in range(P):  # P_p = P (E_p − ⟨P, E_p⟩), E_p = s_p + D_a D_b
-        a = tl.load(LEFT + p)
-        b = tl.load(RIGHT + p)
+    for p in range(P):  # P_p = P (E_p − ⟨P, E_p⟩), E_p = s_p + quad_p
         off = base + (1 + m + p) * stride
-        da, _ = _softmax_centered(X, base + (1 + a) * stride, cols, mask, prob, COMPUTE)
-        db, _ = _softmax_centered(X, base + (1 + b) * stride, cols, mask, prob, COMPUTE)
-        e = tl.load(X + off + cols, mask=mask, other=0.0).to(COMPUTE) + da * db
+        e, da, db = _softmax_second(X, LEFT, RIGHT, base, stride, cols, mask, prob, m, p, C, COLLAPSED, WIDTH, COMPUTE)
         g2 = tl.load(DY + off + cols, mask=mask, other=0.0).to(COMPUTE)
         wp = tl.sum(g2 * prob, axis=0)
         ebar = prob * (g2 - wp)
         pbar += g2 * (e - tl.sum(prob * e, axis=0)) - wp * e
         tl.store(DX + off + cols, ebar.to(DX.dtype.element_ty), mask=mask)
-        ga = tl.load(DX + base + (1 + a) * stride + cols, mask=mask, other=0.0).to(COMPUTE)
-        tl.store(DX + base + (1 + a) * stride + cols, (ga + ebar * db).to(DX.dtype.element_ty), mask=mask)
-        tl.debug_barrier()
-        gb = tl.load(DX + base + (1 + b) * stride + cols, mask=mask, other=0.0).to(COMPUTE)
-        tl.store(DX + base + (1 + b) * stride + cols, (gb + ebar * da).to(DX.dtype.element_ty), mask=mask)
-        tl.debug_barrier()
+        if COLLAPSED:  # ∂quad/∂D_k = 2c (D_k + σ_p) for k ∈ simplex p (da holds σ_p)
+            for j in tl.static_range(WIDTH):
+                ok = base + (1 + p + j) * stride
+                dk, _ = _softmax_centered(X, ok, cols, mask, prob, COMPUTE)
+                gk = tl.load(DX + ok + cols, mask=mask, other=0.0).to(COMPUTE)
+                tl.store(DX + ok + cols, (gk + 2.0 * C * ebar * (dk + da)).to(DX.dtype.element_ty), mask=mask)
+                tl.debug_barrier()
+        else:
+            a = tl.load(LEFT + p)
+            b = tl.load(RIGHT + p)
+            ga = tl.load(DX + base + (1 + a) * stride + cols, mask=mask, other=0.0).to(COMPUTE)
+            tl.store(DX + base + (1 + a) * stride + cols, (ga + ebar * db).to(DX.dtype.element_ty), mask=mask)
+            tl.debug_barrier()
+            gb = tl.load(DX + base + (1 + b) * stride + cols, mask=mask, other=0.0).to(COMPUTE)
+            tl.store(DX + base + (1 + b) * stride + cols, (gb + ebar * da).to(DX.dtype.element_ty), mask=mask)
+            tl.debug_barrier()
     for k in range(m):  # D_k = s_k − ⟨P, s_k⟩
         off = base + (1 + k) * stride
         _, s1 = _softmax_centered(X, off, cols, mask, prob, COMPUTE)
@@ -438,35 +577,41 @@ def _softmax_backward_kernel(X, DY, DX, LEFT, RIGHT, R, N, m, P, COMPUTE: tl.con
     tl.store(DX + base + cols, dx0.to(DX.dtype.element_ty), mask=mask)
 
 
-def softmax_forward(x: Tensor, left: Tensor, right: Tensor, m: int) -> Tensor:
+def softmax_forward(x: Tensor, left: Tensor | None, right: Tensor | None, m: int, order: int = 0) -> Tensor:
     """x: contiguous (G, S, R, N) stacked jet (softmax over N) → y of the same shape."""
-    g, s, rows, n = x.shape
+    g, _, rows, n = x.shape
     y = torch.empty_like(x)
     block = _row_block(n)
+    (lt, rt, p, c), flags = _plan_arguments(x, left, right, m, order)
     if g * rows:
         _softmax_forward_kernel[(g * rows,)](
-            x, y, left, right, rows, n, m, s - 1 - m,
-            COMPUTE=_compute_type(x), BLOCK=block, num_warps=_warps(block),
+            x, y, lt, rt, rows, n, m, p, c,
+            COMPUTE=_compute_type(x), BLOCK=block, num_warps=_warps(block), **flags,
         )  # fmt: skip
     return y
 
 
-def softmax_backward(x: Tensor, dy: Tensor, left: Tensor, right: Tensor, m: int) -> Tensor:
-    g, s, rows, n = x.shape
+def softmax_backward(
+    x: Tensor, dy: Tensor, left: Tensor | None, right: Tensor | None, m: int, order: int = 0
+) -> Tensor:
+    g, _, rows, n = x.shape
     dx = torch.empty_like(x)
     block = _row_block(n)
+    (lt, rt, p, c), flags = _plan_arguments(x, left, right, m, order)
     if g * rows:
         _softmax_backward_kernel[(g * rows,)](
-            x, dy, dx, left, right, rows, n, m, s - 1 - m,
-            COMPUTE=_compute_type(x), BLOCK=block, num_warps=_warps(block),
+            x, dy, dx, lt, rt, rows, n, m, p, c,
+            COMPUTE=_compute_type(x), BLOCK=block, num_warps=_warps(block), **flags,
         )  # fmt: skip
     return dx
 
 
-def bytes_moved(x: Tensor, m: int, backward: bool = False) -> int:
+def bytes_moved(x: Tensor, m: int, backward: bool = False, order: int | None = None) -> int:
     """Lower bound of the global-memory traffic of one call: every stream read once and written once
-    (backward: x and dy read, dx written), plus the two first-order re-reads of each pair stream."""
+    (backward: x and dy read, dx written), plus the first-order re-reads of each second-order stream
+    (two per pair stream; W = Q − 1 per simplex stream of a collapsed plan of order ``order``)."""
     s = x.shape[1]
     p = s - 1 - m
     per_stream = x.numel() // s * x.element_size()
-    return per_stream * ((3 if backward else 2) * s + 2 * p)
+    rereads = 2 * p if order is None else (order - 1) * p
+    return per_stream * ((3 if backward else 2) * s + rereads)

@@ -1,9 +1,16 @@
-"""``jet_rules``: second-order jet rules of LayerNorm, GELU-type activations and softmax (spec §7).
+"""``jet_rules``: second-order jet rules of LayerNorm, GELU-type activations and softmax (spec §7, §7b).
 
-Public entry points :func:`jet_layer_norm`, :func:`jet_gelu`, :func:`jet_softmax` with backend
-dispatch: ``reference`` is the pure-PyTorch oracle :mod:`advsimplex.reference.jet_rules` (differentiable to
-any order, torch.func-safe); ``triton`` runs the fused kernels of ``simplex_kernels/jet_rules.py``
-(forward and backward kernels in an ``autograd.Function``: backward yes, double backward raises).
+Public entry points :func:`jet_layer_norm`, :func:`jet_gelu`, :func:`jet_softmax` for both plan kinds (pair streams
+and collapsed simplex streams, :class:`~advsimplex.reference.plan.JetPlan`), with backend dispatch:
+
+- ``reference``: the pure-PyTorch oracle :mod:`advsimplex.reference.jet_rules` (differentiable to any order,
+  torch.func-safe);
+- ``cpp``: the fused C++ CPU kernels of ``csrc/jet_rules.cpp`` (registered ops, :mod:`._jet_rules_cpp`: backward yes,
+  double backward raises, torch.func refused, torch.compile traces them);
+- ``triton``: the fused Triton kernels of ``simplex_kernels/jet_rules.py`` (``autograd.Function``: backward yes,
+  double backward and torch.func raise, torch.compile runs them behind a graph break);
+- ``auto``: ``cpp`` for CPU tensors when the extension has the kernels, ``reference`` on CUDA (``triton`` if
+  :data:`TRITON_ON_CUDA_BY_DEFAULT`), and ``reference`` whenever torch.func transforms are active.
 """
 
 from __future__ import annotations
@@ -14,26 +21,46 @@ from torch import Tensor
 from ..reference import jet_rules as rules
 from ..reference.jet_rules import GELU_KINDS
 from ..reference.plan import JetPlan
+from . import _jet_rules_cpp
 
-BACKENDS = ("auto", "reference", "triton")
+BACKENDS = ("auto", "reference", "cpp", "triton")
 
 TRITON_ON_CUDA_BY_DEFAULT = False
 """``auto`` picks the Triton kernels for CUDA tensors only when this is True. Off until the kernels are
 measured faster than the PyTorch rules on a GPU (they are unmeasured: see the README)."""
 
 
+def _cpp_unavailable_reason() -> str:
+    from .._extension import _C, backends
+
+    if _C is None:
+        return backends()["cpp"][1]
+    return ("advsimplex._C was built without the jet_rules kernels (csrc/jet_rules.cpp); rebuild it with "
+            "scripts/setup.sh")  # fmt: skip
+
+
 def resolve_backend(backend: str, device: torch.device | str) -> str:
-    """The backend that runs for tensors on ``device``: ``auto`` → ``reference`` (or ``triton`` on CUDA if
-    :data:`TRITON_ON_CUDA_BY_DEFAULT`); an explicit ``triton`` that cannot run there raises and says why."""
+    """The backend that runs for tensors on ``device``: ``auto`` → ``cpp`` on CPU when the compiled kernels are
+    there, else ``reference`` (or ``triton`` on CUDA if :data:`TRITON_ON_CUDA_BY_DEFAULT`); ``auto`` under active
+    torch.func transforms → ``reference``. An explicit backend that cannot run there raises and says why."""
     from .._extension import triton_interpreted, usable
 
     device = torch.device(device)
     if backend not in BACKENDS:
         raise ValueError(f"jet_rules backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
+        if torch._C._are_functorch_transforms_active():  # only the reference supports torch.func
+            return "reference"
+        if device.type == "cpu" and _jet_rules_cpp.AVAILABLE:
+            return "cpp"
         if TRITON_ON_CUDA_BY_DEFAULT and device.type == "cuda" and usable("triton"):
             return "triton"
         return "reference"
+    if backend == "cpp":
+        if not _jet_rules_cpp.AVAILABLE:
+            raise RuntimeError(f"jet_rules backend 'cpp' is unavailable: {_cpp_unavailable_reason()}")
+        if device.type != "cpu":
+            raise RuntimeError(f"jet_rules backend 'cpp' runs on cpu tensors, but the input is on {device}")
     if backend == "triton":
         if not usable("triton"):
             raise RuntimeError("jet_rules backend 'triton' is unavailable: triton needs a CUDA device "
@@ -44,6 +71,15 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
                 f"jet_rules backend 'triton' runs on {wanted} tensors here, but the input is on {device}"
             )
     return backend
+
+
+def _fused(name: str, backend: str) -> None:
+    """Refuse torch.func transforms on the fused backends (custom ops give silently wrong tangents, spec §7)."""
+    if backend == "cpp" and torch._C._are_functorch_transforms_active():
+        raise NotImplementedError(
+            f"{name} backend 'cpp' does not support torch.func transforms (jvp/vmap/grad would be silently wrong "
+            "through a custom op); use backend='reference' (or 'auto')"
+        )
 
 
 def _check(name: str, x: Tensor, plan: JetPlan, dim: int) -> int:
@@ -71,8 +107,12 @@ def jet_gelu(x: Tensor, plan: JetPlan, kind: str = "none", *, dim: int = 0, back
     dim = _check("jet_gelu", x, plan, dim)
     if kind not in GELU_KINDS:
         raise ValueError(f"jet_gelu: kind must be one of {GELU_KINDS}, got {kind!r}")
-    if resolve_backend(backend, x.device) == "reference":
+    chosen = resolve_backend(backend, x.device)
+    if chosen == "reference":
         return rules.jet_gelu(x, plan, kind, dim=dim)
+    _fused("jet_gelu", chosen)
+    if chosen == "cpp":
+        return _jet_rules_cpp.cpp_jet_gelu(x, plan, kind, dim)
     from ._jet_rules_autograd import triton_jet_gelu
 
     return triton_jet_gelu(x, plan, kind, dim)
@@ -95,8 +135,12 @@ def jet_layer_norm(
         if t is not None and (t.shape != (w,) or t.device != x.device):
             raise ValueError(f"jet_layer_norm: {name} must have shape ({w},) on {x.device}, got "
                              f"{tuple(t.shape)} on {t.device}")  # fmt: skip
-    if resolve_backend(backend, x.device) == "reference":
+    chosen = resolve_backend(backend, x.device)
+    if chosen == "reference":
         return rules.jet_layer_norm(x, plan, weight, bias, eps, dim=dim)
+    _fused("jet_layer_norm", chosen)
+    if chosen == "cpp":
+        return _jet_rules_cpp.cpp_jet_layer_norm(x, plan, weight, bias, float(eps), dim)
     from ._jet_rules_autograd import triton_jet_layer_norm
 
     return triton_jet_layer_norm(x, plan, weight, bias, float(eps), dim)
@@ -105,8 +149,12 @@ def jet_layer_norm(
 def jet_softmax(x: Tensor, plan: JetPlan, *, dim: int = 0, backend: str = "auto") -> Tensor:
     """Jet of ``softmax`` over the last dimension; ``x`` stacked along ``dim``; returns the same shape."""
     dim = _check("jet_softmax", x, plan, dim)
-    if resolve_backend(backend, x.device) == "reference":
+    chosen = resolve_backend(backend, x.device)
+    if chosen == "reference":
         return rules.jet_softmax(x, plan, dim=dim)
+    _fused("jet_softmax", chosen)
+    if chosen == "cpp":
+        return _jet_rules_cpp.cpp_jet_softmax(x, plan, dim)
     from ._jet_rules_autograd import triton_jet_softmax
 
     return triton_jet_softmax(x, plan, dim)
