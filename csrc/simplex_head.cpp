@@ -285,8 +285,8 @@ struct RowState {
   Moments<V, W> M;
   V lse;
   std::vector<V> mu, nu, zhat, u, w, h, ubar, hbar, G, alpha, beta, zbar_v, zbar_p;
-  RowState(const Layout& layout, int64_t variant, double kappa)
-      : L(layout), cf(head::variant_coefficients<V>(variant, kappa)), lse(T(0)), mu(L.K - 1), nu(L.P),
+  RowState(const Layout& layout, const head::Options& o)
+      : L(layout), cf(head::coefficients<V, T>(o)), lse(T(0)), mu(L.K - 1), nu(L.P),
         zhat(L.K - 1), u(L.m), w(L.P), h(L.P), ubar(L.m), hbar(L.P), G(L.S), alpha(L.m), beta(L.P), zbar_v(L.m),
         zbar_p(L.P) {
     M.init();
@@ -329,15 +329,15 @@ void omega_range(RowState<T, V, W>& R, const T* z, int64_t C, int64_t c0, int64_
 
 template <typename T, int W>
 void class_forward_row(
-    const Layout& L, int64_t variant, double kappa, const T* z, int64_t C, int64_t y, const T* weights, T lam,
+    const Layout& L, const head::Options& o, const T* z, int64_t C, int64_t y, const T* weights, T lam,
     T* loss, T* omega, T* stats, std::vector<T>& g) {
   softmax_stats(L, z, C, stats, g);
   std::vector<Acc> om(L.S, 0);
   const int64_t vec_end = C - C % kLanes;
-  RowState<T, Pack<T, kLanes>, W> RV(L, variant, kappa);
+  RowState<T, Pack<T, kLanes>, W> RV(L, o);
   RV.set_row(stats);
   omega_range(RV, z, C, 0, vec_end, om.data());
-  RowState<T, T, W> RS(L, variant, kappa);
+  RowState<T, T, W> RS(L, o);
   RS.set_row(stats);
   omega_range(RS, z, C, vec_end, C, om.data());
   Acc total = Acc(stats[0]) - Acc(z[y]);
@@ -398,11 +398,11 @@ void final_range(
 
 template <typename T, int W>
 void class_backward_row(
-    const Layout& L, int64_t variant, double kappa, const T* z, const T* stats, int64_t C, int64_t y,
+    const Layout& L, const head::Options& o, const T* z, const T* stats, int64_t C, int64_t y,
     const T* weights, T lam, T gl, const T* gomega, T* dz) {
   using VP = Pack<T, kLanes>;
-  RowState<T, VP, W> RV(L, variant, kappa);
-  RowState<T, T, W> RS(L, variant, kappa);
+  RowState<T, VP, W> RV(L, o);
+  RowState<T, T, W> RS(L, o);
   RV.set_row(stats);
   RS.set_row(stats);
   for (int s = 0; s < L.S; ++s) {
@@ -456,7 +456,7 @@ void class_forward(const head::Sizes& z, const head::Options& o, const Tensor& Z
         std::vector<T> g(C);
         for (int64_t b = begin; b < end; ++b)
           class_forward_row<T, W>(
-              L, o.variant, o.kappa, pz + b * L.K * C, C, y[b], w + b * L.S, T(o.lam), lo + b, om + b * L.S,
+              L, o, pz + b * L.K * C, C, y[b], w + b * L.S, T(o.lam), lo + b, om + b * L.S,
               st + b * (L.K + L.P), g);
       });
     };
@@ -484,7 +484,7 @@ void class_backward(const head::Sizes& z, const head::Options& o, const Tensor& 
       at::parallel_for(0, z.B, 1, [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; ++b)
           class_backward_row<T, W>(
-              L, o.variant, o.kappa, pz + b * L.K * C, st + b * (L.K + L.P), C, y[b], w + b * L.S, T(o.lam), gl[b],
+              L, o, pz + b * L.K * C, st + b * (L.K + L.P), C, y[b], w + b * L.S, T(o.lam), gl[b],
               go ? go + b * L.S : nullptr, dz + b * L.K * C);
       });
     };

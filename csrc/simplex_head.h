@@ -7,7 +7,8 @@
 // (h_p equals the spec's h_ab = u_b(z_a − <g,z_a>) + g(z_ab − <g,z_ab> − <u_b,z_a>).)
 // Per simplex s with local vertices k = 0..W−1 (W = Q − 1) and U_k = u_{s+k}, H_kl = h_{pair(s+k,s+l)}:
 //   φ_s = c_jp2 Σ M2 U U + c_qsq (Σ M2 H)² + c_jpq Σ M3 U H + c_q2 Σ M4 H H      Ω_s = Σ_c φ_s
-// with (c_jp2, c_qsq, c_jpq, c_q2) = (2, κ/2, 0, 0) paper, (1, κ/4, 1, 0) paper-cross, (1, 0, 1, ¼) taylor2.
+// The coefficients of each variant are op arguments, from advsimplex.reference.variant_coefficients (the one
+// definition).
 #pragma once
 
 #include <cmath>
@@ -22,21 +23,10 @@
 namespace advsimplex {
 namespace head {
 
-constexpr int kPaper = 0;
-constexpr int kPaperCross = 1;
-constexpr int kTaylor2 = 2;
-
 template <typename T>
 struct Coefficients {
   T jp2, qsq, jpq, q2;
 };
-
-template <typename T>
-ADVSIMPLEX_HD Coefficients<T> variant_coefficients(int64_t variant, double kappa) {
-  if (variant == kPaper) return {T(2), T(0.5 * kappa), T(0), T(0)};
-  if (variant == kPaperCross) return {T(1), T(0.25 * kappa), T(1), T(0)};
-  return {T(1), T(0), T(1), T(0.25)};
-}
 
 // A power of two c with max_i |c f_i| in [1, 2) (1 for rows of zeros or non-finite values; clamped to normal
 // numbers). The head is invariant to a common scale of (f, F1, F2) (spec §4: only f/‖f‖ and its derivatives

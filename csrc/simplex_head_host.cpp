@@ -71,10 +71,10 @@ void check_options(const Options& o) {
   TORCH_CHECK_VALUE(std::isfinite(o.logit_scale) && o.logit_scale > 0,
                     "simplex_head: logit_scale must be a finite positive number, got ", o.logit_scale);
   TORCH_CHECK_VALUE(std::isfinite(o.lam), "simplex_head: lam must be a finite number, got ", o.lam);
-  TORCH_CHECK_VALUE(std::isfinite(o.kappa) && o.kappa >= 0, "simplex_head: kappa must be finite and >= 0, got ",
-                    o.kappa);
-  TORCH_CHECK_VALUE(o.variant >= kPaper && o.variant <= kTaylor2,
-                    "simplex_head: variant must be a variant code 0, 1 or 2, got ", o.variant);
+  for (const auto& [name, value] : {std::pair<const char*, double>{"c_jp2", o.c_jp2}, {"c_qsq", o.c_qsq},
+                                    {"c_jpq", o.c_jpq}, {"c_q2", o.c_q2}})
+    TORCH_CHECK_VALUE(std::isfinite(value), "simplex_head: the variant coefficient ", name,
+                      " must be a finite number, got ", value);
 }
 
 // Shapes, dtypes and devices of the forward inputs; returns the sizes of the call.
@@ -229,30 +229,31 @@ std::optional<Tensor> autocast_input(const std::optional<Tensor>& t) {
 }
 
 using ForwardSignature = ForwardResult(
-    const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, double, double, int64_t,
-    double, int64_t);
+    const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, double, double, double,
+    double, double, double, int64_t);
 using BackwardSignature = BackwardResult(
     const Tensor&, const std::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-    const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, double, double, int64_t, double,
-    int64_t, bool);
+    const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, double, double, double, double, double,
+    double, int64_t, bool);
 
 ForwardResult forward_autocast(
     const Tensor& f, const Tensor& F1, const Tensor& F2, const Tensor& text, const Tensor& labels,
-    const Tensor& weights, double logit_scale, double lam, int64_t variant, double kappa, int64_t order) {
+    const Tensor& weights, double logit_scale, double lam, double c_jp2, double c_qsq, double c_jpq, double c_q2,
+    int64_t order) {
   const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("advsimplex::simplex_head_forward", "")
                              .typed<ForwardSignature>();
   return op.call(
       autocast_input(f), autocast_input(F1), autocast_input(F2), autocast_input(text), labels, autocast_input(weights),
-      logit_scale, lam, variant, kappa, order);
+      logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order);
 }
 
 BackwardResult backward_autocast(
     const Tensor& grad_loss, const std::optional<Tensor>& grad_omega, const Tensor& f, const Tensor& F1,
     const Tensor& F2, const Tensor& text, const Tensor& labels, const Tensor& weights, const Tensor& logits,
-    const Tensor& normalized, const Tensor& stats, double logit_scale, double lam, int64_t variant, double kappa,
-    int64_t order, bool text_grad) {
+    const Tensor& normalized, const Tensor& stats, double logit_scale, double lam, double c_jp2, double c_qsq,
+    double c_jpq, double c_q2, int64_t order, bool text_grad) {
   const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("advsimplex::simplex_head_backward", "")
@@ -260,7 +261,7 @@ BackwardResult backward_autocast(
   return op.call(
       autocast_input(grad_loss), autocast_input(grad_omega), autocast_input(f), autocast_input(F1),
       autocast_input(F2), autocast_input(text), labels, autocast_input(weights), logits, normalized, stats,
-      logit_scale, lam, variant, kappa, order, text_grad);
+      logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order, text_grad);
 }
 
 }  // namespace
@@ -269,12 +270,13 @@ BackwardResult backward_autocast(
 TORCH_LIBRARY_FRAGMENT(advsimplex, m) {
   m.def(
       "simplex_head_forward(Tensor f, Tensor F1, Tensor F2, Tensor text, Tensor labels, Tensor weights, "
-      "float logit_scale, float lam, int variant, float kappa, int order) "
+      "float logit_scale, float lam, float c_jp2, float c_qsq, float c_jpq, float c_q2, int order) "
       "-> (Tensor loss, Tensor omega, Tensor logits, Tensor normalized, Tensor stats)");
   m.def(
       "simplex_head_backward(Tensor grad_loss, Tensor? grad_omega, Tensor f, Tensor F1, Tensor F2, Tensor text, "
       "Tensor labels, Tensor weights, Tensor logits, Tensor normalized, Tensor stats, float logit_scale, float lam, "
-      "int variant, float kappa, int order, bool text_grad) -> (Tensor df, Tensor dF1, Tensor dF2, Tensor dtext)");
+      "float c_jp2, float c_qsq, float c_jpq, float c_q2, int order, bool text_grad) "
+      "-> (Tensor df, Tensor dF1, Tensor dF2, Tensor dtext)");
 }
 
 TORCH_LIBRARY_IMPL(advsimplex, AutocastCPU, m) {

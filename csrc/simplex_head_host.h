@@ -14,6 +14,8 @@
 #include <optional>
 #include <tuple>
 
+#include "simplex_head.h"
+
 namespace advsimplex {
 namespace head {
 
@@ -26,10 +28,15 @@ struct Sizes {
 
 struct Options {
   double logit_scale, lam;
-  int64_t variant;
-  double kappa;
+  double c_jp2, c_qsq, c_jpq, c_q2;  // the variant's coefficients (simplex_head.h)
   int64_t order;
 };
+
+// The variant coefficients as V (a scalar, or a SIMD pack of T).
+template <typename V, typename T = V>
+Coefficients<V> coefficients(const Options& o) {
+  return {V(T(o.c_jp2)), V(T(o.c_qsq)), V(T(o.c_jpq)), V(T(o.c_q2))};
+}
 
 // The launches of one device. Every tensor is contiguous, in the compute dtype (float32, or float64 for float64
 // inputs); labels are int64 in [0, C). Outputs are allocated by the caller.
@@ -69,19 +76,21 @@ BackwardResult backward(
 template <const DeviceKernels* Kernels>
 ForwardResult forward_op(
     const Tensor& f, const Tensor& F1, const Tensor& F2, const Tensor& text, const Tensor& labels,
-    const Tensor& weights, double logit_scale, double lam, int64_t variant, double kappa, int64_t order) {
-  return forward(*Kernels, f, F1, F2, text, labels, weights, Options{logit_scale, lam, variant, kappa, order});
+    const Tensor& weights, double logit_scale, double lam, double c_jp2, double c_qsq, double c_jpq, double c_q2,
+    int64_t order) {
+  return forward(
+      *Kernels, f, F1, F2, text, labels, weights, Options{logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order});
 }
 
 template <const DeviceKernels* Kernels>
 BackwardResult backward_op(
     const Tensor& grad_loss, const std::optional<Tensor>& grad_omega, const Tensor& f, const Tensor& F1,
     const Tensor& F2, const Tensor& text, const Tensor& labels, const Tensor& weights, const Tensor& logits,
-    const Tensor& normalized, const Tensor& stats, double logit_scale, double lam, int64_t variant, double kappa,
-    int64_t order, bool text_grad) {
+    const Tensor& normalized, const Tensor& stats, double logit_scale, double lam, double c_jp2, double c_qsq,
+    double c_jpq, double c_q2, int64_t order, bool text_grad) {
   return backward(
       *Kernels, grad_loss, grad_omega, f, F1, F2, text, labels, weights, logits, normalized, stats,
-      Options{logit_scale, lam, variant, kappa, order}, text_grad);
+      Options{logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order}, text_grad);
 }
 
 }  // namespace head

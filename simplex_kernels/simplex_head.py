@@ -28,13 +28,6 @@ from advsimplex.ops._simplex_head_layout import padded_layout
 
 BLOCK_C = 32
 MAX_BLOCK_D = 16384
-VARIANT_COEFFICIENTS = {0: (2.0, 0.5, 0.0, 0.0), 1: (1.0, 0.25, 1.0, 0.0), 2: (1.0, 0.0, 1.0, 0.25)}
-
-
-def coefficients(variant: int, kappa: float) -> tuple[float, float, float, float]:
-    """(c_jp2, c_qsq, c_jpq, c_q2) of a variant code (csrc/simplex_head.h); c_qsq carries κ."""
-    c_jp2, c_qsq, c_jpq, c_q2 = VARIANT_COEFFICIENTS[variant]
-    return c_jp2, c_qsq * kappa, c_jpq, c_q2
 
 
 def _block_d(d: int) -> int:
@@ -50,7 +43,7 @@ def _as_f32(*tensors: Tensor) -> list[Tensor]:
 
 def forward(
     f: Tensor, F1: Tensor, F2: Tensor, text: Tensor, labels: Tensor, weights: Tensor,
-    logit_scale: float, lam: float, variant: int, kappa: float, order: int,
+    logit_scale: float, lam: float, c_jp2: float, c_qsq: float, c_jpq: float, c_q2: float, order: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """Host side of the forward op: (loss (B,), omega (B,S), logits (B,K,C), normalized (B,K,d), stats (B,K+P)).
 
@@ -71,7 +64,7 @@ def forward(
     stats = torch.empty((b, k + p), device=f.device, dtype=torch.float32)
     wrap_triton(class_forward_kernel)[(b,)](
         logits, stats, loss, omega, labels, weights, lay["pair_a"], lay["pair_b"], lay["A"], lay["Bm"], lay["D"],
-        lay["E"], m, p, s, c, lam, *coefficients(variant, kappa),
+        lay["E"], m, p, s, c, lam, c_jp2, c_qsq, c_jpq, c_q2,
         M_PAD=lay["M_PAD"], P_PAD=lay["P_PAD"], S_PAD=lay["S_PAD"], BLOCK_C=BLOCK_C,
     )  # fmt: skip
     return loss, omega, logits, normalized, stats
@@ -80,7 +73,8 @@ def forward(
 def backward(
     grad_loss: Tensor, grad_omega: Tensor | None, f: Tensor, F1: Tensor, F2: Tensor, text: Tensor, labels: Tensor,
     weights: Tensor, logits: Tensor, normalized: Tensor, stats: Tensor,
-    logit_scale: float, lam: float, variant: int, kappa: float, order: int, text_grad: bool,
+    logit_scale: float, lam: float, c_jp2: float, c_qsq: float, c_jpq: float, c_q2: float, order: int,
+    text_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """Host side of the backward op: (df, dF1, dF2, dtext) in the inputs' dtypes (dtext empty unless text_grad)."""
     dtypes = (f.dtype, F1.dtype, F2.dtype, text.dtype)
@@ -96,7 +90,7 @@ def backward(
     dlogits = torch.empty_like(logits)
     wrap_triton(class_backward_kernel)[(b,)](
         logits, stats, dlogits, labels, weights, grad_loss, go, lay["pair_a"], lay["pair_b"], lay["A"], lay["Bm"],
-        lay["D"], lay["E"], m, p, s, c, lam, *coefficients(variant, kappa),
+        lay["D"], lay["E"], m, p, s, c, lam, c_jp2, c_qsq, c_jpq, c_q2,
         HAS_GRAD_OMEGA=has_go, M_PAD=lay["M_PAD"], P_PAD=lay["P_PAD"], S_PAD=lay["S_PAD"], BLOCK_C=BLOCK_C,
     )  # fmt: skip
     flat = dlogits.view(b * k, c)

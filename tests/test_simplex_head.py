@@ -10,7 +10,7 @@ import torch
 from torch.func import grad, jvp, vmap
 
 from advsimplex import backends, pair_index, simplex_head
-from advsimplex.ops.simplex_head import resolve_backend
+from advsimplex.ops.simplex_head import op_arguments, resolve_backend
 from advsimplex.reference import simplex_head_reference
 from helpers import unit_rows
 
@@ -166,10 +166,9 @@ def test_cpp_gradcheck_float64():
 @pytest.mark.skipif(not AVAILABLE["cpp"][0], reason="compiled extension unavailable")
 def test_opcheck_compiled_op():
     inputs = make_inputs(b=2, m=4, d=5, c=4, order=3, dtype=torch.float32)
-    args = (
-        inputs["f"].requires_grad_(), inputs["F1"].requires_grad_(), inputs["F2"].requires_grad_(),
-        inputs["text_features"].requires_grad_(), inputs["labels"], inputs["weights"], 5.0, 0.6, 0, 1.0, 3,
-    )  # fmt: skip
+    for k in ("f", "F1", "F2", "text_features"):
+        inputs[k].requires_grad_()
+    args = op_arguments(**inputs, logit_scale=5.0, lam=0.6, variant="paper", kappa=1.0, order=3)
     torch.library.opcheck(torch.ops.advsimplex.simplex_head_forward.default, args)
 
 
@@ -180,10 +179,9 @@ def test_opcheck_triton_op():
     _register_triton_ops()
     device = "cuda" if HAS_CUDA else "cpu"
     inputs = make_inputs(b=2, m=3, d=5, c=4, order=3, dtype=torch.float32, device=device)
-    args = (
-        inputs["f"].requires_grad_(), inputs["F1"].requires_grad_(), inputs["F2"].requires_grad_(),
-        inputs["text_features"].requires_grad_(), inputs["labels"], inputs["weights"], 5.0, 0.6, 1, 1.0, 3,
-    )  # fmt: skip
+    for k in ("f", "F1", "F2", "text_features"):
+        inputs[k].requires_grad_()
+    args = op_arguments(**inputs, logit_scale=5.0, lam=0.6, variant="paper-cross", kappa=1.0, order=3)
     # aot_dispatch_dynamic would need torch.compile's Triton codegen on CPU tensors; it runs on a GPU.
     utils = ("test_schema", "test_autograd_registration", "test_faketensor")
     torch.library.opcheck(torch.ops.advsimplex.simplex_head_triton_forward.default, args, test_utils=utils)
@@ -394,3 +392,38 @@ def test_gradcheck_at_extreme_scale(backend, scale):
 
     # outputs O(1), gradients O(1/scale): tolerances relative to the gradients' scale
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6 * scale, atol=1e-7 / scale, rtol=1e-6)
+
+
+# ---- one source for the variants: the coefficients of reference.variant_coefficients reach every kernel ------
+
+ODD_KAPPAS = [0.0, 1e-3, 0.37, 7.25, 1e3]
+
+
+@pytest.mark.parametrize(("backend", "device"), BACKENDS)
+@pytest.mark.parametrize("variant", ["paper", "paper-cross", "taylor2"])
+@pytest.mark.parametrize("kappa", ODD_KAPPAS)
+def test_every_variant_and_kappa(backend, device, variant, kappa):
+    dtype, rtol = (torch.float32, 1e-5) if backend == "triton" else (torch.float64, 1e-10)
+    inputs = make_inputs(b=2, m=4, d=6, c=5, dtype=dtype, device=device, seed=13)
+    options = {**OPTIONS, "kappa": kappa, "variant": variant}
+    assert_close(
+        run(inputs, backend, **options), reference_run(inputs, **options), rtol, f"{backend} {variant} κ={kappa}"
+    )
+
+
+def test_variant_coefficients_spell_the_spec_table():
+    """Ω of closed_form_alignment is c_jp2·E(Jp)² + c_qsq·Σ_c(E pᵀHp)² + c_jpq·E[(Jp)q] + c_q2·E[q²] (spec §5)."""
+    from advsimplex.reference import closed_form_alignment, simplex_expectations, variant_coefficients
+
+    g = torch.Generator().manual_seed(14)
+    u = torch.randn(2, 5, 6, generator=g, dtype=torch.float64)
+    h = torch.randn(2, pair_index(5, 3).shape[0], 6, generator=g, dtype=torch.float64)
+    e = simplex_expectations(u, h, 3)
+    terms = (e.jp2, (e.q * e.q).sum(-1), e.jpq, e.q2)
+    table = {"paper": (2, 0.5 * 2.5, 0, 0), "paper-cross": (1, 0.25 * 2.5, 1, 0), "taylor2": (1, 0, 1, 0.25)}
+    for variant, expected in table.items():
+        assert variant_coefficients(variant, 2.5) == expected
+        omega = sum(c * t for c, t in zip(expected, terms))
+        torch.testing.assert_close(closed_form_alignment(u, h, variant=variant, kappa=2.5, order=3), omega)
+    with pytest.raises(ValueError, match="sampled"):
+        variant_coefficients("sampled", 3)

@@ -19,7 +19,10 @@ from test_simplex_head import AVAILABLE, HAS_CUDA, OPTIONS, make_inputs, referen
 from advsimplex import simplex_head
 from advsimplex.ops.simplex_head import op_arguments
 
-ARGUMENTS = ("f", "F1", "F2", "text_features", "labels", "weights", "logit_scale", "lam", "variant", "kappa", "order")
+ARGUMENTS = (
+    "f", "F1", "F2", "text_features", "labels", "weights", "logit_scale", "lam", "c_jp2", "c_qsq", "c_jpq", "c_q2",
+    "order",
+)  # fmt: skip
 
 
 def base_args(device="cpu", **shape):
@@ -62,8 +65,8 @@ CASES = [
     ("logit-scale-zero", {"logit_scale": lambda a: 0.0}, ValueError, r"logit_scale must be a finite positive"),
     ("logit-scale-nan", {"logit_scale": lambda a: float("nan")}, ValueError, r"logit_scale"),
     ("lam-inf", {"lam": lambda a: float("inf")}, ValueError, r"lam must be a finite number"),
-    ("kappa-negative", {"kappa": lambda a: -1.0}, ValueError, r"kappa must be finite and >= 0"),
-    ("variant-code", {"variant": lambda a: 7}, ValueError, r"variant"),
+    ("coefficient-nan", {"c_qsq": lambda a: float("nan")}, ValueError, r"variant coefficient c_qsq must be a finite"),
+    ("coefficient-inf", {"c_q2": lambda a: float("-inf")}, ValueError, r"variant coefficient c_q2 must be a finite"),
 ]
 # fmt: on
 

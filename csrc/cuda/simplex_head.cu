@@ -432,7 +432,7 @@ void class_forward(const head::Sizes& z, const head::Options& o, const Tensor& Z
   const c10::cuda::CUDAGuard guard(Z.device());
   const DeviceLayout L = device_layout(z);
   AT_DISPATCH_FLOATING_TYPES(Z.scalar_type(), "simplex_head_class_forward_cuda", [&] {
-    const auto cf = head::variant_coefficients<scalar_t>(o.variant, o.kappa);
+    const auto cf = head::coefficients<scalar_t>(o);
     auto launch = [&](auto kernel) {
       kernel<<<z.B, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
           L, cf, Z.data_ptr<scalar_t>(), z.C, labels.data_ptr<int64_t>(), weights.data_ptr<scalar_t>(),
@@ -452,7 +452,7 @@ void class_backward(const head::Sizes& z, const head::Options& o, const Tensor& 
   const c10::cuda::CUDAGuard guard(Z.device());
   const DeviceLayout L = device_layout(z);
   AT_DISPATCH_FLOATING_TYPES(Z.scalar_type(), "simplex_head_class_backward_cuda", [&] {
-    const auto cf = head::variant_coefficients<scalar_t>(o.variant, o.kappa);
+    const auto cf = head::coefficients<scalar_t>(o);
     const scalar_t* go = grad_omega.defined() ? grad_omega.data_ptr<scalar_t>() : nullptr;
     auto launch = [&](auto kernel) {
       kernel<<<z.B, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(

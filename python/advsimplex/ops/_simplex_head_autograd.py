@@ -1,6 +1,6 @@
 """register_fake / register_autograd for the compiled and Triton ``simplex_head`` ops.
 
-Forward op: ``(f, F1, F2, text, labels, weights, logit_scale, lam, variant, kappa, order)
+Forward op: ``(f, F1, F2, text, labels, weights, logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order)
 -> (loss (B,), omega (B, S), logits (B, K, C), normalized (B, K, d), stats (B, K + P))``; the last three
 are saved for the backward op, which returns ``(df, dF1, dF2, dtext)``. K = 1 + m + P.
 """
@@ -18,10 +18,9 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
-def _fake_forward(f, F1, F2, text, labels, weights, logit_scale, lam, variant, kappa, order, *, triton):
-    b, m, d, p, c = check_inputs(
-        f, F1, F2, text, labels, weights, logit_scale, lam, variant, kappa, order, triton=triton
-    )
+def _fake_forward(f, F1, F2, text, labels, weights, *options, triton):
+    b, m, d, p, c = check_inputs(f, F1, F2, text, labels, weights, *options, triton=triton)
+    order = options[-1]
     k, s = 1 + m + p, m - order + 2
     ct = _compute_dtype(f)
     return (
@@ -34,11 +33,11 @@ def _fake_forward(f, F1, F2, text, labels, weights, logit_scale, lam, variant, k
 
 
 def _fake_backward(
-    grad_loss, grad_omega, f, F1, F2, text, labels, weights, logits, normalized, stats,
-    logit_scale, lam, variant, kappa, order, text_grad, *, triton,
+    grad_loss, grad_omega, f, F1, F2, text, labels, weights, logits, normalized, stats, *options_text_grad, triton
 ):  # fmt: skip
-    sizes = check_inputs(f, F1, F2, text, labels, weights, logit_scale, lam, variant, kappa, order, triton=triton)
-    check_saved(f, grad_loss, grad_omega, logits, normalized, stats, sizes, order)
+    *options, text_grad = options_text_grad
+    sizes = check_inputs(f, F1, F2, text, labels, weights, *options, triton=triton)
+    check_saved(f, grad_loss, grad_omega, logits, normalized, stats, sizes, options[-1])
     dtext = torch.empty_like(text) if text_grad else text.new_empty((0,))
     return torch.empty_like(f), torch.empty_like(F1), torch.empty_like(F2), dtext
 
@@ -63,7 +62,8 @@ def _make_backward(backward_op):
         df, dF1, dF2, dtext = backward_op(
             grad_loss, grad_omega, f, F1, F2, text, labels, weights, logits, normalized, stats, *ctx.options, text_grad
         )
-        return df, dF1, dF2, dtext if text_grad else None, None, None, None, None, None, None, None
+        no_gradients = (None,) * (2 + len(ctx.options))  # labels, weights and the options are constants
+        return df, dF1, dF2, dtext if text_grad else None, *no_gradients
 
     return backward
 

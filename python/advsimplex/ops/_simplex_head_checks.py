@@ -50,7 +50,8 @@ def num_band_pairs(m: int, order: int) -> int:
 
 def check_inputs(
     f: Tensor, F1: Tensor, F2: Tensor, text: Tensor, labels: Tensor, weights: Tensor,
-    logit_scale: float, lam: float, variant: int, kappa: float, order: int, *, triton: bool = False,
+    logit_scale: float, lam: float, c_jp2: float, c_qsq: float, c_jpq: float, c_q2: float, order: int,
+    *, triton: bool = False,
 ) -> tuple[int, int, int, int, int]:  # fmt: skip
     """Every forward argument of the ops except the label range; returns (B, m, d, P, C).
 
@@ -61,10 +62,9 @@ def check_inputs(
         raise ValueError(f"simplex_head: logit_scale must be a finite positive number, got {logit_scale}")
     if not math.isfinite(lam):
         raise ValueError(f"simplex_head: lam must be a finite number, got {lam}")
-    if not (math.isfinite(kappa) and kappa >= 0):
-        raise ValueError(f"simplex_head: kappa must be finite and >= 0, got {kappa}")
-    if variant not in (0, 1, 2):
-        raise ValueError(f"simplex_head: variant must be a variant code 0, 1 or 2, got {variant}")
+    for name, value in (("c_jp2", c_jp2), ("c_qsq", c_qsq), ("c_jpq", c_jpq), ("c_q2", c_q2)):
+        if not math.isfinite(value):
+            raise ValueError(f"simplex_head: the variant coefficient {name} must be a finite number, got {value}")
     dtypes = TRITON_DTYPES if triton else COMPILED_DTYPES
     _check_floating("f", f, dtypes)
     _check_shape("f", f, "(B, d)", (None, None))

@@ -20,7 +20,15 @@ from .._checks import (
     check_shape,
     check_unit_norm,
 )
-from ..reference import CLOSED_FORM_VARIANTS, check_order, num_pairs, num_simplices, pair_index, simplex_head_reference
+from ..reference import (
+    CLOSED_FORM_VARIANTS,
+    check_order,
+    num_pairs,
+    num_simplices,
+    pair_index,
+    simplex_head_reference,
+    variant_coefficients,
+)
 
 BACKENDS = ("auto", "reference", "cpp", "cuda", "triton")
 
@@ -71,9 +79,6 @@ def check_head_inputs(
     check_same_dtype(f=f, F1=first, F2=second, text_features=text_features)
     check_labels("labels", labels, b, c, device)
     check_unit_norm("text_features", text_features)
-
-
-VARIANT_CODES = {"paper": 0, "paper-cross": 1, "taylor2": 2}  # csrc/simplex_head.h
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -218,7 +223,7 @@ def op_arguments(
     ``simplex_head_triton_forward``) for :func:`simplex_head`'s arguments; ``weights`` are constants."""
     return (
         f, F1, F2, text_features, labels.long(), weights.detach(),
-        float(logit_scale), float(lam), VARIANT_CODES[variant], float(kappa), int(order),
+        float(logit_scale), float(lam), *variant_coefficients(variant, kappa), int(order),
     )  # fmt: skip
 
 
@@ -248,24 +253,25 @@ def _register_triton_ops() -> None:
     @torch.library.triton_op("advsimplex::simplex_head_triton_forward", mutates_args=())
     def triton_forward(
         f: Tensor, F1: Tensor, F2: Tensor, text: Tensor, labels: Tensor, weights: Tensor,
-        logit_scale: float, lam: float, variant: int, kappa: float, order: int,
+        logit_scale: float, lam: float, c_jp2: float, c_qsq: float, c_jpq: float, c_q2: float, order: int,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
-        *_, c = check_inputs(f, F1, F2, text, labels, weights, logit_scale, lam, variant, kappa, order, triton=True)
-        labels = checked_labels(labels, c)
-        return kernels.forward(f, F1, F2, text, labels, weights, logit_scale, lam, variant, kappa, order)
+        options = (logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order)
+        *_, c = check_inputs(f, F1, F2, text, labels, weights, *options, triton=True)
+        return kernels.forward(f, F1, F2, text, checked_labels(labels, c), weights, *options)
 
     @torch.library.triton_op("advsimplex::simplex_head_triton_backward", mutates_args=())
     def triton_backward(
         grad_loss: Tensor, grad_omega: Tensor | None, f: Tensor, F1: Tensor, F2: Tensor, text: Tensor,
         labels: Tensor, weights: Tensor, logits: Tensor, normalized: Tensor, stats: Tensor,
-        logit_scale: float, lam: float, variant: int, kappa: float, order: int, text_grad: bool,
+        logit_scale: float, lam: float, c_jp2: float, c_qsq: float, c_jpq: float, c_q2: float, order: int,
+        text_grad: bool,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
-        sizes = check_inputs(f, F1, F2, text, labels, weights, logit_scale, lam, variant, kappa, order, triton=True)
+        options = (logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order)
+        sizes = check_inputs(f, F1, F2, text, labels, weights, *options, triton=True)
         check_saved(f, grad_loss, grad_omega, logits, normalized, stats, sizes, order)
         return kernels.backward(
-            grad_loss, grad_omega, f, F1, F2, text, labels, weights, logits, normalized, stats,
-            logit_scale, lam, variant, kappa, order, text_grad,
-        )  # fmt: skip
+            grad_loss, grad_omega, f, F1, F2, text, labels, weights, logits, normalized, stats, *options, text_grad
+        )
 
     register("advsimplex::simplex_head_triton_forward", "advsimplex::simplex_head_triton_backward", triton=True)
     for name in ("advsimplex::simplex_head_triton_forward", "advsimplex::simplex_head_triton_backward"):

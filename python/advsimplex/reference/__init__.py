@@ -13,7 +13,13 @@ This is the one place where the formulas of ``docs/advsimplex-math.md`` live:
 Fused kernels (``advsimplex.ops``) and fast jets are tested against this package.
 """
 
-from .alignment import CLOSED_FORM_VARIANTS, VARIANTS, closed_form_alignment, simplex_expectations
+from .alignment import (
+    CLOSED_FORM_VARIANTS,
+    VARIANTS,
+    closed_form_alignment,
+    simplex_expectations,
+    variant_coefficients,
+)
 from .head import (
     collapsed_alignment,
     collapsed_head_reference,
@@ -55,4 +61,5 @@ __all__ = [
     "simplex_pairs",
     "simplex_vertices",
     "simplex_weights",
+    "variant_coefficients",
 ]

@@ -31,6 +31,21 @@ def check_variant(variant: str, kappa: float) -> None:
         raise ValueError(f"kappa must be >= 0 for variant {variant!r}, got {kappa!r}")
 
 
+def variant_coefficients(variant: str, kappa: float) -> tuple[float, float, float, float]:
+    """``(c_jp2, c_qsq, c_jpq, c_q2)`` of a closed-form variant (spec §5), the one definition every kernel gets:
+    ``Ω = c_jp2·E[(Jp)²] + c_qsq·Σ_c (E[pᵀH_c p])² + c_jpq·E[(Jp)(pᵀHp)] + c_q2·E[(pᵀHp)²]`` (summed over classes).
+    """
+    check_variant(variant, kappa)
+    if variant == "sampled":
+        raise ValueError("variant 'sampled' has no closed form: it samples through the network")
+    kappa = float(kappa)
+    return {
+        "paper": (2.0, 0.5 * kappa, 0.0, 0.0),
+        "paper-cross": (1.0, 0.25 * kappa, 1.0, 0.0),
+        "taylor2": (1.0, 0.0, 1.0, 0.25),
+    }[variant]
+
+
 @dataclass(frozen=True)
 class SimplexExpectations:
     """Expectations over each simplex, summed over classes where marked (shapes for batch B, S simplices).
@@ -80,13 +95,10 @@ def closed_form_alignment(
     - ``paper-cross``: ``E[(Jp)²] + (κ/4)·(E[pᵀHp])² + E[(Jp)(pᵀHp)]``
     - ``taylor2``:     ``E[(Jp + ½ pᵀHp)²] = E[(Jp)²] + E[(Jp)(pᵀHp)] + ¼ E[(pᵀHp)²]``
     """
-    check_variant(variant, kappa)
-    if variant == "sampled":
-        raise ValueError("variant 'sampled' has no closed form: it samples through the network")
+    coefficients = variant_coefficients(variant, kappa)
     e = simplex_expectations(u, h, order)
-    q_sq = (e.q * e.q).sum(dim=-1)
-    if variant == "paper":
-        return 2.0 * e.jp2 + 0.5 * kappa * q_sq
-    if variant == "paper-cross":
-        return e.jp2 + 0.25 * kappa * q_sq + e.jpq
-    return e.jp2 + e.jpq + 0.25 * e.q2
+    terms = (e.jp2, (e.q * e.q).sum(dim=-1), e.jpq, e.q2)
+    omega = coefficients[0] * terms[0]
+    for c, term in zip(coefficients[1:], terms[1:]):
+        omega = omega + c * term  # every term, zero coefficients too: h stays in the graph (κ = 0 included)
+    return omega
