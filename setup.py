@@ -8,9 +8,12 @@ Build knobs (environment variables, as in flash-attention's setup.py):
   build needs it (torch's arch detection fails without a device); default here "8.0;9.0".
 - ``CUDA_HOME``         the toolkit; default ``/usr/local/cuda`` when it exists.
 - ``MAX_JOBS``, ``NVCC_THREADS``  parallelism of the build.
-- ``ADVSIMPLEX_CPU_ARCH``  ``-march`` of the C++ kernels; default ``native`` (the extension is built on the
-  machine that runs it); set ``x86-64`` (or any ``-march`` value, or empty for the compiler's default)
-  for a binary that must run on other CPUs.
+- ``ADVSIMPLEX_CPU_ARCH``  ``-march`` of the C++ kernels, e.g. ``native`` (fastest, for the machine that
+  builds it only) or ``x86-64-v3``. Unset or empty: no ``-march`` flag, the compiler's portable default, so
+  that the binary runs on any CPU of its architecture.
+
+The Triton kernels' source folder ``simplex_kernels/`` is installed as the subpackage
+``advsimplex.triton_kernels`` (no top-level package of its own).
 
 The C++ CPU kernels are always built. Install with ``pip install --no-build-isolation -e .``
 (``scripts/setup.sh`` does it) so that the build uses the torch already installed.
@@ -44,7 +47,7 @@ def _extensions():
 
     cpp_sources = sorted(glob.glob("csrc/*.cpp"))
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))  # csrc/cuda/<op>.cu beside csrc/<op>.cpp (as in extension-cpp)
-    arch = os.environ.get("ADVSIMPLEX_CPU_ARCH", "native").strip()
+    arch = os.environ.get("ADVSIMPLEX_CPU_ARCH", "").strip()
     cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-ffp-contract=fast"] + ([f"-march={arch}"] if arch else [])
     if not _want_cuda():
         return [
@@ -104,21 +107,21 @@ setup(
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    package_dir={"": "python", "simplex_kernels": "simplex_kernels"},
-    packages=[*find_packages("python"), "simplex_kernels"],
-    package_data={
-        "advsimplex": ["configs/*.yaml", "configs/train/*.yaml", "configs/models/*.json", "evaluation/*.json"]
-    },
+    package_dir={"": "python", "advsimplex.triton_kernels": "simplex_kernels"},
+    packages=[*find_packages("python"), "advsimplex.triton_kernels"],
+    package_data={"advsimplex": ["configs/train/*.yaml", "configs/models/*.json", "evaluation/*.json"]},
     ext_modules=ext_modules,
     cmdclass={"build_ext": build_ext.with_options(use_ninja=True)},
     install_requires=[
         "torch",
+        "torchvision",
         "open_clip_torch",
         "numpy",
         "safetensors",
         "tqdm",
         "pyyaml",
         "matplotlib",
+        "tensorboard",
         "pyautoattack",
     ],
     # Readers of some suite datasets (advsimplex.evaluation.suite): Flowers102 and Stanford Cars need

@@ -3,7 +3,8 @@
 # extension advsimplex._C. Idempotent: a second run only rebuilds what changed.
 #
 # Knobs: PYTHON (interpreter for the venv, default python3), FORCE_CUDA, TORCH_CUDA_ARCH_LIST,
-# CUDA_HOME, MAX_JOBS (see setup.py).
+# CUDA_HOME, MAX_JOBS, ADVSIMPLEX_CPU_ARCH (e.g. native: C++ kernels tuned for this CPU only; unset: a portable
+# build) (see setup.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

@@ -7,7 +7,7 @@ Pipeline (the same as the C++/CUDA kernels, see ``csrc/simplex_head.cpp``):
 3. ``class_forward``: per row, over class tiles: log-sum-exp, centring means μ, pair covariances ν,
    then u = g ẑ_a, h = g w_p and the per-row Gram matrices Σ_c u uᵀ, Σ_c u hᵀ, Σ_c h hᵀ and Σ_c q²
    (tl.dot over the class axis); Ω_s are their contractions with the constant moment-incidence
-   tensors A, Bm, D, E (``advsimplex/ops/_simplex_head_layout.py``).
+   tensors A, Bm, D, E (``layout``: built by the ops layer, ``advsimplex/ops/_simplex_head_layout.py``).
 4. ``class_backward``: ū = M_uu u + M_uh h, h̄ = M_uhᵀ u + M_hh h with per-row matrices built from the
    simplex adjoints G_s; then the softmax/centring chain rule in two passes (α, β staged in dZ).
 5. ``normalize_backward``: adjoints of f, F1, F2 from ∂L/∂N.
@@ -23,8 +23,6 @@ import triton
 import triton.language as tl
 from torch import Tensor
 from torch.library import wrap_triton
-
-from advsimplex.ops._simplex_head_layout import padded_layout
 
 BLOCK_C = 32
 MAX_BLOCK_D = 16384
@@ -44,15 +42,17 @@ def _as_f32(*tensors: Tensor) -> list[Tensor]:
 def forward(
     f: Tensor, F1: Tensor, F2: Tensor, text: Tensor, labels: Tensor, weights: Tensor,
     logit_scale: float, lam: float, c_jp2: float, c_qsq: float, c_jpq: float, c_q2: float, order: int,
+    *, layout: dict[str, Tensor | int],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """Host side of the forward op: (loss (B,), omega (B,S), logits (B,K,C), normalized (B,K,d), stats (B,K+P)).
 
     The arguments are those the registered op checked (``advsimplex/ops/_simplex_head_checks.py``): shapes,
-    dtypes, devices, labels int64 in [0, C)."""
+    dtypes, devices, labels int64 in [0, C); ``layout`` holds the padded moment-incidence tensors and pair
+    endpoints of (m, Q) on the inputs' device (``advsimplex/ops/_simplex_head_layout.py``)."""
     f, F1, F2, text, weights = _as_f32(f, F1, F2, text, weights)
     b, m, d = F1.shape
     p, c = F2.shape[1], text.shape[0]
-    lay = padded_layout(m, order, f.device)
+    lay = layout
     k, s = 1 + m + p, m - order + 2
     normalized = torch.empty((b, k, d), device=f.device, dtype=torch.float32)
     wrap_triton(normalize_forward_kernel)[(b,)](
@@ -74,7 +74,7 @@ def backward(
     grad_loss: Tensor, grad_omega: Tensor | None, f: Tensor, F1: Tensor, F2: Tensor, text: Tensor, labels: Tensor,
     weights: Tensor, logits: Tensor, normalized: Tensor, stats: Tensor,
     logit_scale: float, lam: float, c_jp2: float, c_qsq: float, c_jpq: float, c_q2: float, order: int,
-    text_grad: bool,
+    text_grad: bool, *, layout: dict[str, Tensor | int],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """Host side of the backward op: (df, dF1, dF2, dtext) in the inputs' dtypes (dtext empty unless text_grad)."""
     dtypes = (f.dtype, F1.dtype, F2.dtype, text.dtype)
@@ -83,7 +83,7 @@ def backward(
     labels = labels.to(torch.int64).contiguous()
     b, m, d = F1.shape
     p, c = F2.shape[1], text.shape[0]
-    lay = padded_layout(m, order, f.device)
+    lay = layout
     k, s = 1 + m + p, m - order + 2
     has_go = grad_omega is not None
     go = grad_omega.to(torch.float32).contiguous() if has_go else weights

@@ -20,7 +20,7 @@ from ..reference.plan import JetPlan
 
 
 def _kernels():
-    from simplex_kernels import jet_rules
+    from ..triton_kernels import jet_rules
 
     return jet_rules
 

@@ -6,6 +6,7 @@ Public entry point, argument checks and backend dispatch. The pure-PyTorch oracl
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -237,18 +238,15 @@ def _register_compiled_ops() -> None:
 
 _register_compiled_ops()
 
-_TRITON_OPS: list[bool] = []
 
-
+@functools.cache
 def _register_triton_ops() -> None:
     """Define ``advsimplex::simplex_head_triton_forward/backward`` (``torch.library.triton_op``, so that
     torch.compile traces into the Triton kernels) on first use; importing the kernels imports Triton."""
-    if _TRITON_OPS:
-        return
-    from simplex_kernels import simplex_head as kernels
-
+    from ..triton_kernels import simplex_head as kernels
     from ._simplex_head_autograd import register
     from ._simplex_head_checks import check_inputs, check_saved, checked_labels
+    from ._simplex_head_layout import padded_layout
 
     @torch.library.triton_op("advsimplex::simplex_head_triton_forward", mutates_args=())
     def triton_forward(
@@ -256,8 +254,9 @@ def _register_triton_ops() -> None:
         logit_scale: float, lam: float, c_jp2: float, c_qsq: float, c_jpq: float, c_q2: float, order: int,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
         options = (logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order)
-        *_, c = check_inputs(f, F1, F2, text, labels, weights, *options, triton=True)
-        return kernels.forward(f, F1, F2, text, checked_labels(labels, c), weights, *options)
+        _, m, _, _, c = check_inputs(f, F1, F2, text, labels, weights, *options, triton=True)
+        layout = padded_layout(m, order, f.device)
+        return kernels.forward(f, F1, F2, text, checked_labels(labels, c), weights, *options, layout=layout)
 
     @torch.library.triton_op("advsimplex::simplex_head_triton_backward", mutates_args=())
     def triton_backward(
@@ -270,11 +269,11 @@ def _register_triton_ops() -> None:
         sizes = check_inputs(f, F1, F2, text, labels, weights, *options, triton=True)
         check_saved(f, grad_loss, grad_omega, logits, normalized, stats, sizes, order)
         return kernels.backward(
-            grad_loss, grad_omega, f, F1, F2, text, labels, weights, logits, normalized, stats, *options, text_grad
-        )
+            grad_loss, grad_omega, f, F1, F2, text, labels, weights, logits, normalized, stats, *options, text_grad,
+            layout=padded_layout(sizes[1], order, f.device),
+        )  # fmt: skip
 
     register("advsimplex::simplex_head_triton_forward", "advsimplex::simplex_head_triton_backward", triton=True)
     for name in ("advsimplex::simplex_head_triton_forward", "advsimplex::simplex_head_triton_backward"):
         for device_type in ("cpu", "cuda"):  # the autocast policy of the compiled ops (csrc/simplex_head.cpp)
             torch.library.register_autocast(name, device_type, torch.float32)
-    _TRITON_OPS.append(True)
