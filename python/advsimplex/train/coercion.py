@@ -14,16 +14,16 @@ import types
 import typing
 
 from ..runtime import parse_number
-from .config import ConfigError, TrainConfig, config_fields
+from .choices import ConfigError
 
 _TRUE = ("true", "yes", "1", "on")
 _FALSE = ("false", "no", "0", "off")
 
 
 @functools.cache
-def field_type(name: str) -> tuple[type, bool, bool]:
-    """(base type, optional, is-list) of field ``name`` (the config module uses postponed annotations)."""
-    hint = typing.get_type_hints(TrainConfig)[name]
+def field_type(schema: type, name: str) -> tuple[type, bool, bool]:
+    """(base type, optional, is-list) of field ``name`` of the dataclass ``schema`` (postponed annotations)."""
+    hint = typing.get_type_hints(schema)[name]
     optional = False
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -33,11 +33,12 @@ def field_type(name: str) -> tuple[type, bool, bool]:
     return hint, optional, False
 
 
-def coerce_values(values: dict, source: str = "config") -> dict:
-    """``{field name: coerced value}`` for ``values`` (keys may use dashes); unknown keys name close matches."""
+def coerce_values(schema: type, values: dict, source: str = "config") -> dict:
+    """``{field name: coerced value}`` for ``values`` (keys may use dashes) against the fields of the dataclass
+    ``schema`` (:class:`~.config.TrainConfig`); unknown keys name close matches."""
     if not isinstance(values, dict):
         raise ConfigError(f"config: {source} must hold a mapping of keys to values, got {type(values).__name__}")
-    known = {f.name: f for f in config_fields()}
+    known = {f.name: f for f in dataclasses.fields(schema)}
     out = {}
     for key, value in values.items():
         name = str(key).replace("-", "_")
@@ -45,13 +46,13 @@ def coerce_values(values: dict, source: str = "config") -> dict:
             close = difflib.get_close_matches(name, known, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ConfigError(f"{key}: unknown config key in {source}{hint}")
-        out[name] = coerce(known[name], value)
+        out[name] = coerce(schema, known[name], value)
     return out
 
 
-def coerce(f: dataclasses.Field, value):
-    """``value`` (from YAML or a flag) as the type of field ``f``."""
-    kind, optional, is_list = field_type(f.name)
+def coerce(schema: type, f: dataclasses.Field, value):
+    """``value`` (from YAML or a flag) as the type of field ``f`` of ``schema``."""
+    kind, optional, is_list = field_type(schema, f.name)
     if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
         if not optional:
             raise ConfigError(f"{f.name}: may not be empty")

@@ -19,31 +19,22 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 
-METHODS = ("advsimplex", "tecoa", "pmg", "fare", "trades", "agft", "sampled", "clip")
-"""Training objectives (see :mod:`advsimplex.train.methods`); ``clip`` is contrastive pre-training."""
-ADVERSARIAL_METHODS = tuple(m for m in METHODS if m != "clip")
-TUNINGS = ("full", "vpt")
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "constant")
-PRECISIONS = ("auto", "fp32", "bf16")
-TRADES_DIVERGENCES = ("kl", "l2")
-NONFINITE_POLICIES = ("error", "skip")
-RESUME_POLICIES = ("same", "free", "total")
-PAPER_TEMPLATE = "This is a photo of a {}"
-CAPTION_TEMPLATES = (
-    "a photo of a {}.",
-    "a blurry photo of a {}.",
-    "a low resolution photo of a {}.",
-    "a photo of the {}.",
-    "This is a photo of a {}",
-    "a close-up photo of a {}.",
-    "a bright photo of a {}.",
-    "a pixelated photo of a {}.",
+from .choices import (  # noqa: F401 (re-exported: the schema's public names)
+    ADVERSARIAL_METHODS,
+    CAPTION_TEMPLATES,
+    METHODS,
+    NONFINITE_POLICIES,
+    OPTIMIZERS,
+    PAPER_TEMPLATE,
+    PRECISIONS,
+    RESUME_POLICIES,
+    SCHEDULES,
+    TRADES_DIVERGENCES,
+    TUNINGS,
+    ConfigError,
 )
-
-
-class ConfigError(ValueError):
-    """A bad training configuration; the message names the key (or file) at fault."""
+from .coercion import coerce_values
+from .validation import validate_config
 
 
 def _f(default, help: str, group: str, resume: str = "same"):
@@ -161,9 +152,7 @@ class TrainConfig:
 
     def update(self, values: dict, source: str = "config") -> TrainConfig:
         """Set the keys of ``values`` (coerced to the field types); returns self."""
-        from .coercion import coerce_values
-
-        for name, value in coerce_values(values, source).items():
+        for name, value in coerce_values(type(self), values, source).items():
             setattr(self, name, value)
         return self
 
@@ -176,8 +165,6 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise :class:`ConfigError` (message starting with the key) for any value out of range; returns self."""
-        from .validation import validate_config
-
         validate_config(self)
         return self
 

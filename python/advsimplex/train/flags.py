@@ -34,7 +34,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     groups = {g: parser.add_argument_group(title) for g, title in GROUP_TITLES.items()}
     defaults = TrainConfig()
     for f in config_fields():
-        kind, _, is_list = field_type(f.name)
+        kind, _, is_list = field_type(TrainConfig, f.name)
         flag = "--" + f.name.replace("_", "-")
         help_text = flag_help(f.metadata["help"], getattr(defaults, f.name))
         kwargs = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}

@@ -75,7 +75,7 @@ def _saved_values(saved: dict) -> dict:
     for key, value in saved.items():
         if key in known:
             try:
-                out[key] = coerce(known[key], value)
+                out[key] = coerce(TrainConfig, known[key], value)
             except ConfigError:
                 out[key] = value
     return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from .config import (
+from .choices import (
     METHODS,
     NONFINITE_POLICIES,
     OPTIMIZERS,
@@ -19,14 +19,16 @@ from .config import (
     TRADES_DIVERGENCES,
     TUNINGS,
     ConfigError,
-    TrainConfig,
 )
+
+ConfigLike = object
+"""A :class:`~.config.TrainConfig` (the schema imports this module, so it is not imported here)."""
 
 
 class _Checks:
     """The rules every key is checked with; each raises ``ConfigError("<key>: <rule>, got <value>")``."""
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: ConfigLike) -> None:
         self.cfg = cfg
 
     def need(self, ok: bool, key: str, message: str) -> None:
@@ -60,7 +62,7 @@ class _Checks:
         self.need(ok, key, "must be a non-empty list of format strings containing '{}'")
 
 
-def validate_config(cfg: TrainConfig) -> None:
+def validate_config(cfg: ConfigLike) -> None:
     """Raise :class:`ConfigError` for the first key of ``cfg`` that is out of range."""
     c = _Checks(cfg)
     _check_model(c, cfg)
@@ -70,7 +72,7 @@ def validate_config(cfg: TrainConfig) -> None:
     _check_run(c, cfg)
 
 
-def _check_model(c: _Checks, cfg: TrainConfig) -> None:
+def _check_model(c: _Checks, cfg: ConfigLike) -> None:
     c.need(isinstance(cfg.model, str) and bool(cfg.model), "model", "must name a model")
     c.choice("method", METHODS)
     c.choice("tuning", TUNINGS)
@@ -82,14 +84,14 @@ def _check_model(c: _Checks, cfg: TrainConfig) -> None:
         c.in_range("logit_scale", 0, math.inf, lo_open=True, hi_open=True)
 
 
-def _check_data(c: _Checks, cfg: TrainConfig) -> None:
+def _check_data(c: _Checks, cfg: ConfigLike) -> None:
     c.need(isinstance(cfg.dataset, str) and bool(cfg.dataset), "dataset", "must name a dataset source")
     c.choice("split", ("train", "test"))
     c.count("limit", allow_none=True)
     c.count("workers", allow_zero=True)
 
 
-def _check_method(c: _Checks, cfg: TrainConfig) -> None:
+def _check_method(c: _Checks, cfg: ConfigLike) -> None:
     from ..ops.simplex_head import BACKENDS
     from ..reference import CLOSED_FORM_VARIANTS, WEIGHTINGS
 
@@ -132,7 +134,7 @@ JET_KEYS = {"jets": "mode", "jet_rules": "rules", "jet_checkpoint": "checkpoint"
 """Config key → field of :class:`advsimplex.jets.JetOptions`, which validates them (once, there)."""
 
 
-def _check_jet_options(cfg: TrainConfig) -> None:
+def _check_jet_options(cfg: ConfigLike) -> None:
     from ..jets import JetOptions
 
     for key, field in JET_KEYS.items():
@@ -142,7 +144,7 @@ def _check_jet_options(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key}: {exc}") from exc
 
 
-def _check_optimisation(c: _Checks, cfg: TrainConfig) -> None:
+def _check_optimisation(c: _Checks, cfg: ConfigLike) -> None:
     c.choice("optimizer", OPTIMIZERS)
     c.in_range("lr", 0, math.inf, lo_open=True, hi_open=True)
     c.non_negative("weight_decay")
@@ -156,7 +158,7 @@ def _check_optimisation(c: _Checks, cfg: TrainConfig) -> None:
     c.choice("nonfinite", NONFINITE_POLICIES)
 
 
-def _check_run(c: _Checks, cfg: TrainConfig) -> None:
+def _check_run(c: _Checks, cfg: ConfigLike) -> None:
     c.count("steps", allow_none=True)
     c.count("epochs")
     c.count("batch_size")
