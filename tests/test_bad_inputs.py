@@ -26,13 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import pytest
 import torch
 from safetensors.torch import save_file
 from test_train_support import flip_tensor_byte, single_thread, tiny_config, write_cifar_slice
 
+import advsimplex
 from advsimplex._io import tensors_checksum
 from advsimplex.data import NpzImageDataset, load_dataset
+from advsimplex.evaluation import pgd_attack
 from advsimplex.models import load_clip, read_checkpoint_metadata, save_clip
 from advsimplex.runtime import parse_number, prepare_output_dir, resolve_device
 from advsimplex.train import CheckpointError, ConfigError, TrainConfig, load_config, train
@@ -624,44 +627,63 @@ for _name, _make, _words in (
     ("images of another size", lambda: _call_loss(x=_x()[..., :4, :4]), ("images", "(B, 3, 8, 8)")),
     ("empty batch", lambda: _call_loss(x=_x()[:0], y=torch.zeros(0, dtype=torch.long)), ("images", "B >= 1")),
     ("pixels outside [0, 1]", lambda: _call_loss(x=_x() * 255), ("images", "pixels in [0, 1]")),
-    ("a NaN pixel", lambda: _call_loss(x=_x().clone().index_put_((torch.tensor(0),), torch.tensor(float("nan")))),
-     ("images", "non-finite")),
+    (
+        "a NaN pixel",
+        lambda: _call_loss(x=_x().clone().index_put_((torch.tensor(0),), torch.tensor(float("nan")))),
+        ("images", "non-finite"),
+    ),
     ("images on another device", lambda: _call_loss(x=_x().to("meta")), ("images is on meta", "model is on cpu")),
 ):
     case(f"AdvSimplexLoss call: {_name}", ValueError, *_words)(lambda ws, make=_make: make())
 case("AdvSimplexLoss call: fp16 images with an fp32 model", TypeError, "images", "float16", "float32")(
-    lambda ws: _call_loss(x=_x().half()))
+    lambda ws: _call_loss(x=_x().half())
+)
 case("AdvSimplexLoss call: a tower instead of a ZeroShotModel", TypeError, "model must be an advsimplex.ZeroShotModel")(
-    lambda ws: _call_loss(model=_library()[0].visual))
+    lambda ws: _call_loss(model=_library()[0].visual)
+)
 case("AdvSimplexLoss call: labels of another length", ValueError, "labels must have shape (B,)")(
-    lambda ws: _call_loss(y=torch.tensor([0, 1, 2])))
+    lambda ws: _call_loss(y=torch.tensor([0, 1, 2]))
+)
 for _key, _value, _words in (
-    ("lam", -1.0, ("lam must be >= 0",)), ("lam", float("nan"), ("lam must be a finite real",)),
-    ("alpha", -1 / 255, ("alpha (PGD step size)",)), ("alpha", float("inf"), ("alpha (PGD step size)",)),
-    ("init_std", -0.1, ("init_std must be >= 0",)), ("init_std", float("nan"), ("init_std must be a finite",)),
-    ("kappa", -1.0, ("kappa must be >= 0",)), ("variant", "bound", ("variant must be one of",)),
-    ("weighting", "cosine", ("weighting must be one of",)), ("order", 5, ("order must be 3",)),
-    ("eps", 1.5, ("eps must lie in [0, 1]",)), ("backend", "fpga", ("backend must be one of",)),
+    ("lam", -1.0, ("lam must be >= 0",)),
+    ("lam", float("nan"), ("lam must be a finite real",)),
+    ("alpha", -1 / 255, ("alpha (PGD step size)",)),
+    ("alpha", float("inf"), ("alpha (PGD step size)",)),
+    ("init_std", -0.1, ("init_std must be >= 0",)),
+    ("init_std", float("nan"), ("init_std must be a finite",)),
+    ("kappa", -1.0, ("kappa must be >= 0",)),
+    ("variant", "bound", ("variant must be one of",)),
+    ("weighting", "cosine", ("weighting must be one of",)),
+    ("order", 5, ("order must be 3",)),
+    ("eps", 1.5, ("eps must lie in [0, 1]",)),
+    ("backend", "fpga", ("backend must be one of",)),
 ):
     case(f"AdvSimplexLoss({_key}={_value!r})", ValueError, *_words)(lambda ws, k=_key, v=_value: _loss(**{k: v}))
 case("AdvSimplexLoss(samples=2.5)", TypeError, "samples must be an int")(lambda ws: _loss(samples=2.5))
 case("AdvSimplexLoss(steps=0)", ValueError, "steps must be a positive int")(
-    lambda ws: __import__("advsimplex").AdvSimplexLoss(steps=0))
+    lambda ws: advsimplex.AdvSimplexLoss(steps=0)
+)
 
 case("simplex_alignment: deltas of another batch", ValueError, "deltas must have shape (B, m, *x.shape[1:])")(
-    lambda ws: _align(deltas=_library()[4][:1]))
+    lambda ws: _align(deltas=_library()[4][:1])
+)
 case("simplex_alignment: deltas of another dtype", TypeError, "deltas (torch.float64) must have the dtype of x")(
-    lambda ws: _align(deltas=_library()[4].double()))
+    lambda ws: _align(deltas=_library()[4].double())
+)
 case("simplex_alignment: m too short for the order", ValueError, "m=1 steps has no simplex of order 3")(
-    lambda ws: _align(deltas=_library()[4][:, :1]))
+    lambda ws: _align(deltas=_library()[4][:, :1])
+)
 case("simplex_alignment: NaN deltas", ValueError, "deltas holds non-finite")(
-    lambda ws: _align(deltas=_library()[4] * float("nan")))
+    lambda ws: _align(deltas=_library()[4] * float("nan"))
+)
 case("simplex_alignment: pixels outside [0, 1]", ValueError, "x must be pixels in [0, 1]")(
-    lambda ws: _align(x=_x() - 1))
+    lambda ws: _align(x=_x() - 1)
+)
 
 case("pgd_trajectory: 3-D images", ValueError, "x must have shape (B, 3, 8, 8)")(lambda ws: _traj(x=_x()[0]))
 case("pgd_trajectory: labels outside [0, C)", ValueError, "y must lie in [0, C) = [0, 4)")(
-    lambda ws: _traj(y=torch.tensor([9, 0])))
+    lambda ws: _traj(y=torch.tensor([9, 0]))
+)
 case("pgd_trajectory: float labels", TypeError, "y must be an integer tensor")(lambda ws: _traj(y=torch.zeros(2)))
 case("pgd_trajectory: negative init_std", ValueError, "init_std must be >= 0")(lambda ws: _traj(init_std=-1.0))
 case("pgd_trajectory: NaN alpha", ValueError, "alpha (PGD step size)")(lambda ws: _traj(alpha=float("nan")))
@@ -677,24 +699,33 @@ def _zero_shot(**kwargs):
 
 
 case("ZeroShotModel: text of another width", ValueError, "text_features", "8-dimensional")(
-    lambda ws: _zero_shot(text_features=torch.nn.functional.normalize(torch.randn(4, 5), dim=-1)))
+    lambda ws: _zero_shot(text_features=torch.nn.functional.normalize(torch.randn(4, 5), dim=-1))
+)
 case("ZeroShotModel: text not unit norm", ValueError, "text_features must hold unit-norm rows")(
-    lambda ws: _zero_shot(text_features=2 * torch.eye(4, 8)))
+    lambda ws: _zero_shot(text_features=2 * torch.eye(4, 8))
+)
 case("ZeroShotModel: logit_scale 0", ValueError, "logit_scale must be a positive number")(
-    lambda ws: _zero_shot(logit_scale=0.0))
+    lambda ws: _zero_shot(logit_scale=0.0)
+)
 case("ZeroShotModel: jets given as a dict", TypeError, "jets must be an advsimplex.jets.JetOptions")(
-    lambda ws: _zero_shot(jets={"mode": "fast"}))
+    lambda ws: _zero_shot(jets={"mode": "fast"})
+)
 case("ZeroShotModel.from_clip: a tower", TypeError, "model must be an open_clip CLIP model")(
-    lambda ws: __import__("advsimplex").ZeroShotModel.from_clip(_library()[0].visual, torch.eye(4, 8)))
+    lambda ws: advsimplex.ZeroShotModel.from_clip(_library()[0].visual, torch.eye(4, 8))
+)
 case("ZeroShotModel.from_encoder: not callable", TypeError, "encoder must be an nn.Module or a callable")(
-    lambda ws: __import__("advsimplex").ZeroShotModel.from_encoder(3, torch.eye(4, 8), 10.0))
-for _key, _value, _words in (("mode", "fastest", ("jets mode must be one of",)),
-                             ("rules", "torch", ("jet rules must be one of",)),
-                             ("checkpoint", "yes", ("checkpoint must be None",)),
-                             ("micro_batch", 0, ("micro_batch must be a positive int",)),
-                             ("chunk_size", -3, ("chunk_size must be a positive int",))):
+    lambda ws: advsimplex.ZeroShotModel.from_encoder(3, torch.eye(4, 8), 10.0)
+)
+for _key, _value, _words in (
+    ("mode", "fastest", ("jets mode must be one of",)),
+    ("rules", "torch", ("jet rules must be one of",)),
+    ("checkpoint", "yes", ("checkpoint must be None",)),
+    ("micro_batch", 0, ("micro_batch must be a positive int",)),
+    ("chunk_size", -3, ("chunk_size must be a positive int",)),
+):
     case(f"JetOptions({_key}={_value!r})", ValueError, *_words)(
-        lambda ws, k=_key, v=_value: __import__("advsimplex").JetOptions(**{k: v}))
+        lambda ws, k=_key, v=_value: advsimplex.JetOptions(**{k: v})
+    )
 
 
 def _embedding_jets(**change):
@@ -709,14 +740,17 @@ for _name, _change, _error, _words in (
     ("encode not callable", {"encode": 3}, TypeError, ("encode must be a callable",)),
     ("integer images", {"x": torch.zeros(2, 3, 8, 8, dtype=torch.long)}, TypeError, ("x must be a floating",)),
     ("deltas of another shape", {"deltas": torch.zeros(2, 3, 3, 4, 4)}, ValueError, ("deltas must have shape",)),
-    ("deltas of another dtype", {"deltas": torch.zeros(2, 3, 3, 8, 8, dtype=torch.float64)}, TypeError,
-     ("deltas (torch.float64) must have the dtype of x",)),
+    (
+        "deltas of another dtype",
+        {"deltas": torch.zeros(2, 3, 3, 8, 8, dtype=torch.float64)},
+        TypeError,
+        ("deltas (torch.float64) must have the dtype of x",),
+    ),
     ("no directions", {"deltas": torch.zeros(2, 0, 3, 8, 8)}, ValueError, ("at least one direction",)),
     ("negative pair indices", {"plan": torch.tensor([[0, 0], [-1, 1]])}, ValueError, ("pairs must index vertices",)),
     ("pairs of shape (P, 3)", {"plan": torch.zeros(2, 3, dtype=torch.long)}, ValueError, ("(P, 2)",)),
     ("float pairs", {"plan": torch.zeros(2, 2)}, TypeError, ("pairs must be an integer tensor",)),
-    ("a plan for another m", {"plan": __import__("advsimplex").JetPlan.collapsed(5, 3)}, ValueError,
-     ("plan is for m=5",)),
+    ("a plan for another m", {"plan": advsimplex.JetPlan.collapsed(5, 3)}, ValueError, ("plan is for m=5",)),
 ):
     case(f"embedding_jets: {_name}", _error, *_words)(lambda ws, c=_change: _embedding_jets(**c))
 
@@ -729,41 +763,73 @@ def _vit_jets(x=None, deltas=None):
 
 
 case("vit_jets: float64 deltas with float32 images", TypeError, "deltas must be a tensor of the dtype of x")(
-    lambda ws: _vit_jets(deltas=_library()[4].double()))
+    lambda ws: _vit_jets(deltas=_library()[4].double())
+)
 case("vit_jets: float64 images and deltas on a float32 tower", TypeError, "x has dtype torch.float64")(
-    lambda ws: _vit_jets(x=_x().double(), deltas=_library()[4].double()))
-case("vit_jets: an uncovered tower", __import__("advsimplex").UnsupportedTowerError, "fast jets do not cover")(
-    lambda ws: __import__("advsimplex").vit_jets(torch.nn.Linear(3, 3), _x(), _library()[4],
-                                                 __import__("advsimplex").pair_index(3, 3)))
+    lambda ws: _vit_jets(x=_x().double(), deltas=_library()[4].double())
+)
+case("vit_jets: an uncovered tower", advsimplex.UnsupportedTowerError, "fast jets do not cover")(
+    lambda ws: advsimplex.vit_jets(torch.nn.Linear(3, 3), _x(), _library()[4], advsimplex.pair_index(3, 3))
+)
 
 for _name, _call, _error, _words in (
-    ("pair_index(3, 3.0)", lambda: __import__("advsimplex").pair_index(3, 3.0), TypeError, ("order must be an int",)),
-    ("pair_index(1, 3)", lambda: __import__("advsimplex").pair_index(1, 3), ValueError, ("need m >= order - 1 = 2",)),
-    ("pair_index(3, 5)", lambda: __import__("advsimplex").pair_index(3, 5), ValueError, ("order must be one of",)),
-    ("pair_index('3', 3)", lambda: __import__("advsimplex").pair_index("3", 3), TypeError, ("m must be an int",)),
-    ("dirichlet_moment(3, [1.5])", lambda: __import__("advsimplex").dirichlet_moment(3, [1.5]), TypeError,
-     ("exponents must be an int",)),
-    ("dirichlet_moment(3, [-1])", lambda: __import__("advsimplex").dirichlet_moment(3, [-1]), ValueError,
-     ("non-negative",)),
-    ("dirichlet_moment(2, [1, 1, 1])", lambda: __import__("advsimplex").dirichlet_moment(2, [1, 1, 1]), ValueError,
-     ("exponents has 3 entries",)),
-    ("moment_tensor(3, 0)", lambda: __import__("advsimplex").moment_tensor(3, 0), ValueError, ("degree must be >= 1",)),
-    ("second_moment of no vertices", lambda: __import__("advsimplex").second_moment(torch.zeros(2, 0, 4)), ValueError,
-     ("vertices must have shape (..., Q, D) with Q >= 1",)),
-    ("second_moment of integers", lambda: __import__("advsimplex").second_moment(torch.zeros(3, 4, dtype=torch.long)),
-     TypeError, ("vertices must be a floating tensor",)),
-    ("simplex_weights: scheme", lambda: __import__("advsimplex").simplex_weights(torch.ones(2), torch.ones(2, 3),
-                                                                              scheme="cosine"), ValueError,
-     ("weighting must be one of",)),
-    ("simplex_weights: shapes", lambda: __import__("advsimplex").simplex_weights(torch.ones(3), torch.ones(2, 3)),
-     ValueError, ("clean_prob must be (B,) and vertex_probs (B, m)",)),
-    ("JetPlan.collapsed(2, 4)", lambda: __import__("advsimplex").JetPlan.collapsed(2, 4), ValueError,
-     ("need m >= order - 1 = 3",)),
-    ("pgd_attack: unknown loss", lambda: __import__("advsimplex.evaluation", fromlist=["pgd_attack"]).pgd_attack(
-        _library()[1], _x(), _library()[3], eps=1 / 255, loss="dlr"), ValueError, ("loss must be one of",)),
-    ("class_text_features: template without {}", lambda: __import__("advsimplex").class_text_features(
-        _library()[0], __import__("open_clip").get_tokenizer("advsimplex-micro-vit"), ["cat"], ["a photo"]),
-     ValueError, ("templates must be format strings",)),
+    ("pair_index(3, 3.0)", lambda: advsimplex.pair_index(3, 3.0), TypeError, ("order must be an int",)),
+    ("pair_index(1, 3)", lambda: advsimplex.pair_index(1, 3), ValueError, ("need m >= order - 1 = 2",)),
+    ("pair_index(3, 5)", lambda: advsimplex.pair_index(3, 5), ValueError, ("order must be one of",)),
+    ("pair_index('3', 3)", lambda: advsimplex.pair_index("3", 3), TypeError, ("m must be an int",)),
+    (
+        "dirichlet_moment(3, [1.5])",
+        lambda: advsimplex.dirichlet_moment(3, [1.5]),
+        TypeError,
+        ("exponents must be an int",),
+    ),
+    ("dirichlet_moment(3, [-1])", lambda: advsimplex.dirichlet_moment(3, [-1]), ValueError, ("non-negative",)),
+    (
+        "dirichlet_moment(2, [1, 1, 1])",
+        lambda: advsimplex.dirichlet_moment(2, [1, 1, 1]),
+        ValueError,
+        ("exponents has 3 entries",),
+    ),
+    ("moment_tensor(3, 0)", lambda: advsimplex.moment_tensor(3, 0), ValueError, ("degree must be >= 1",)),
+    (
+        "second_moment of no vertices",
+        lambda: advsimplex.second_moment(torch.zeros(2, 0, 4)),
+        ValueError,
+        ("vertices must have shape (..., Q, D) with Q >= 1",),
+    ),
+    (
+        "second_moment of integers",
+        lambda: advsimplex.second_moment(torch.zeros(3, 4, dtype=torch.long)),
+        TypeError,
+        ("vertices must be a floating tensor",),
+    ),
+    (
+        "simplex_weights: scheme",
+        lambda: advsimplex.simplex_weights(torch.ones(2), torch.ones(2, 3), scheme="cosine"),
+        ValueError,
+        ("weighting must be one of",),
+    ),
+    (
+        "simplex_weights: shapes",
+        lambda: advsimplex.simplex_weights(torch.ones(3), torch.ones(2, 3)),
+        ValueError,
+        ("clean_prob must be (B,) and vertex_probs (B, m)",),
+    ),
+    ("JetPlan.collapsed(2, 4)", lambda: advsimplex.JetPlan.collapsed(2, 4), ValueError, ("need m >= order - 1 = 3",)),
+    (
+        "pgd_attack: unknown loss",
+        lambda: pgd_attack(_library()[1], _x(), _library()[3], eps=1 / 255, loss="dlr"),
+        ValueError,
+        ("loss must be one of",),
+    ),
+    (
+        "class_text_features: template without {}",
+        lambda: advsimplex.class_text_features(
+            _library()[0], open_clip.get_tokenizer("advsimplex-micro-vit"), ["cat"], ["a photo"]
+        ),
+        ValueError,
+        ("templates must be format strings",),
+    ),
 ):
     case(_name, _error, *_words)(lambda ws, c=_call: c())
 
