@@ -1,9 +1,11 @@
-"""jet_rules: the second-order jet rules of GELU, LayerNorm and softmax, PyTorch reference vs fused Triton.
+"""jet_rules: the second-order jet rules of GELU, LayerNorm and softmax: PyTorch reference vs fused kernels.
 
-Shapes are those of the fast ViT jets (m = 10, Q = 3: S = 30 streams) in ViT-B/32 at batch 128 on CUDA
-(LayerNorm (S, B, 50, 768), GELU (S, B, 50, 3072), softmax (B, 12, S, 50, 50)); on CPU the same at
-batch 2 for the reference only (the Triton interpreter is a correctness tool, not timed). ``bytes_moved``
-is the kernels' traffic lower bound (every stream read and written once, pair streams re-read twice).
+Shapes are those of the fast ViT jets (m = 10, Q = 3) in ViT-B/32 (50 tokens, width 768, MLP 3072, 12 heads):
+LayerNorm (S, B, 50, 768), GELU (S, B, 50, 3072), softmax (B, 12, S, 50, 50), for the pair plan (S = 30 streams)
+and the collapsed plan of the same m and Q (S = 20). CPU: batch 2, ``reference`` vs the C++ kernels (``cpp``);
+CUDA: batch 128 (and 32), ``reference`` vs ``triton`` (the Triton interpreter on CPU is a correctness tool, not
+timed). ``bytes_moved`` is the kernels' traffic lower bound (every stream read and written once, the first-order
+streams re-read for each second-order stream).
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import pytest
 import torch
 from common import QUICK, bench_devices, measure, rounds
 
-from advsimplex import pair_index
 from advsimplex.ops import jet_gelu, jet_layer_norm, jet_softmax
 from advsimplex.reference import JetPlan
 
 M, ORDER = 10, 3
-PROVIDERS = ["reference", "triton"]
+PROVIDERS = {"cpu": ["reference", "cpp"], "cuda": ["reference", "triton"]}
 RULES = ["gelu", "quickgelu", "layer_norm", "softmax"]
+PLANS = ["pairs", "collapsed"]
 
 
 def shapes(device: str) -> list[int]:
@@ -30,11 +32,16 @@ def cases():
         for batch in shapes(device):
             dtypes = [torch.float32] + ([torch.bfloat16] if device == "cuda" else [])
             for dtype in dtypes:
-                for rule in RULES:
-                    for provider in PROVIDERS:
-                        for mode in ("fwd", "fwd+bwd"):
-                            name = f"{device}-{rule}-{provider}-{mode}-B{batch}-{str(dtype)[6:]}"
-                            yield pytest.param(device, batch, dtype, rule, provider, mode, id=name)
+                for plan in PLANS:
+                    for rule in RULES:
+                        for provider in PROVIDERS[device]:
+                            for mode in ("fwd", "fwd+bwd"):
+                                name = f"{device}-{rule}-{plan}-{provider}-{mode}-B{batch}-{str(dtype)[6:]}"
+                                yield pytest.param(device, batch, dtype, plan, rule, provider, mode, id=name)
+
+
+def make_plan(kind: str, device: str) -> JetPlan:
+    return JetPlan.collapsed(M, ORDER) if kind == "collapsed" else JetPlan.pairwise(M, ORDER, device=device)
 
 
 def make(rule: str, batch: int, plan: JetPlan, dtype: torch.dtype, device: str):
@@ -54,11 +61,9 @@ def make(rule: str, batch: int, plan: JetPlan, dtype: torch.dtype, device: str):
     return x, lambda t, backend: jet_gelu(t, plan, kind, backend=backend)
 
 
-@pytest.mark.parametrize(("device", "batch", "dtype", "rule", "provider", "mode"), list(cases()))
-def test_jet_rules(benchmark, device, batch, dtype, rule, provider, mode):
-    if provider == "triton" and device != "cuda":
-        pytest.skip("the Triton rules are timed on CUDA only (the CPU interpreter is a correctness tool)")
-    plan = JetPlan.from_pairs(pair_index(M, ORDER), M, device=device)
+@pytest.mark.parametrize(("device", "batch", "dtype", "plan_kind", "rule", "provider", "mode"), list(cases()))
+def test_jet_rules(benchmark, device, batch, dtype, plan_kind, rule, provider, mode):
+    plan = make_plan(plan_kind, device)
     x, op = make(rule, batch, plan, dtype, device)
     x = x.to(device, dtype)
     grouped = x.movedim(2, 1) if rule == "softmax" else x.movedim(0, 1)  # (G, S, ...): the kernels' view
@@ -71,9 +76,12 @@ def test_jet_rules(benchmark, device, batch, dtype, rule, provider, mode):
     else:
         grad = torch.randn_like(x)
         fn = lambda: torch.autograd.grad(op(x, provider), x, grad)
-    from simplex_kernels.jet_rules import bytes_moved
+    from advsimplex.triton_kernels.jet_rules import bytes_moved
 
-    traffic = bytes_moved(grouped, M) + (bytes_moved(grouped, M, backward=True) if mode != "fwd" else 0)
-    label = f"{rule}xB={batch}xS={plan.size}"
+    order = ORDER if plan.is_collapsed else None
+    traffic = bytes_moved(grouped, M, order=order)
+    if mode != "fwd":
+        traffic += bytes_moved(grouped, M, backward=True, order=order)
+    label = f"{rule}x{plan_kind}xB={batch}xS={plan.size}"
     measure(benchmark, fn, op="jet_rules", provider=provider, mode=mode, shape=label, dtype=dtype, device=device,
             rounds=rounds(10), bytes_moved=traffic)  # fmt: skip

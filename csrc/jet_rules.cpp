@@ -667,6 +667,8 @@ std::tuple<Tensor, Tensor, Tensor> jet_layer_norm_backward_cpu(const Tensor& gra
 // ---- softmax -----------------------------------------------------------------------------------------
 // P = softmax(s₀), D_k = s_k − ⟨P, s_k⟩, P_k = P D_k, E₂ = s₂ + quad (pairs D_a D_b; collapsed
 // c(Σ_{k∈s} D_k² + σ_s²)), P₂ = P (E₂ − ⟨P, E₂⟩); ⟨P, ·⟩ = Σ_i P_i ·_i.
+// Softmax rows are short (attention: one row per token), so the kernels fuse their loops over a row: the
+// window width W is a template parameter (0 for pairs plans) and every second-order stream takes two passes.
 
 template <typename T>
 void softmax_primal(const T* s0, int64_t F, T* __restrict__ p) {
@@ -678,56 +680,69 @@ void softmax_primal(const T* s0, int64_t F, T* __restrict__ p) {
   for (int64_t i = 0; i < F; ++i) p[i] *= inv;
 }
 
-// D_k of every first-order stream of a row (into ws.t).
+// D_k = s_k − ⟨P, s_k⟩ of first-order stream k (into d).
 template <typename T>
-void softmax_first(const Plan& pl, const T* row, int64_t stride, int64_t F, const T* p, RowWork<T>& ws) {
-  for (int64_t k = 0; k < pl.m; ++k) {
-    const T* __restrict__ sk = row + (1 + k) * stride;
-    T* __restrict__ dk = ws.t.data() + k * F;
-    const T mean = T(dot(p, sk, F));
+inline void softmax_centred(const T* __restrict__ sk, const T* __restrict__ p, int64_t F, T* __restrict__ d) {
+  const T mean = T(dot(p, sk, F));
 #pragma omp simd
-    for (int64_t i = 0; i < F; ++i) dk[i] = sk[i] - mean;
-  }
+  for (int64_t i = 0; i < F; ++i) d[i] = sk[i] - mean;
 }
 
-// E₂ of second-order stream s (into e); sig receives σ_s (collapsed).
-template <typename T>
-void softmax_second(const Plan& pl, int64_t s, const T* __restrict__ s2, int64_t F, RowWork<T>& ws, T* __restrict__ e,
-                    T* __restrict__ sig) {
-  if (pl.collapsed) {
-    window(pl, ws.t.data(), F, s, F, sig, e);
+// E₂ of second-order stream s (into e; collapsed plans: σ_s into sig) and returns (⟨P, E₂⟩, ⟨P, g⟩) for a row g.
+template <int W, typename T>
+inline std::pair<T, T> softmax_second(const Plan& pl, int64_t s, const T* __restrict__ s2, const T* __restrict__ p,
+                                      const T* __restrict__ g, int64_t F, const T* D, T* __restrict__ e,
+                                      T* __restrict__ sig) {
+  double pe = 0, pg = 0;
+  if constexpr (W > 0) {
     const T c = T(pl.c);
-#pragma omp simd
-    for (int64_t i = 0; i < F; ++i) e[i] = s2[i] + c * (e[i] + sig[i] * sig[i]);
+    const T* Ds = D + s * F;
+#pragma omp simd reduction(+ : pe, pg)
+    for (int64_t i = 0; i < F; ++i) {
+      T sigma = Ds[i], square = Ds[i] * Ds[i];
+      for (int j = 1; j < W; ++j) {
+        sigma += Ds[j * F + i];
+        square += Ds[j * F + i] * Ds[j * F + i];
+      }
+      sig[i] = sigma;
+      e[i] = s2[i] + c * (square + sigma * sigma);
+      pe += static_cast<double>(p[i]) * e[i];
+      pg += static_cast<double>(p[i]) * g[i];
+    }
   } else {
-    const T *__restrict__ da = ws.t.data() + pl.left[s] * F, *__restrict__ db = ws.t.data() + pl.right[s] * F;
-#pragma omp simd
-    for (int64_t i = 0; i < F; ++i) e[i] = s2[i] + da[i] * db[i];
+    const T *Da = D + pl.left[s] * F, *Db = D + pl.right[s] * F;
+#pragma omp simd reduction(+ : pe, pg)
+    for (int64_t i = 0; i < F; ++i) {
+      e[i] = s2[i] + Da[i] * Db[i];
+      pe += static_cast<double>(p[i]) * e[i];
+      pg += static_cast<double>(p[i]) * g[i];
+    }
   }
+  return {T(pe), T(pg)};
 }
 
-template <typename T>
+template <int W, typename T>
 void softmax_forward_impl(const Plan& pl, const Layout& L, const T* x, T* y) {
   const int64_t F = L.F, R = L.R, S = L.S, m = pl.m, stride = L.M;
   at::parallel_for(0, L.G * R, 1, [&](int64_t begin, int64_t end) {
     RowWork<T> ws(m, F, 2);
-    T *e = ws.buf(0, F), *sig = ws.buf(1, F);
+    T *e = ws.buf(0, F), *sig = ws.buf(1, F), *D = ws.t.data();
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t off = (row / R) * S * stride + (row % R) * F;
+      const int64_t off = (row / R) * S * stride + (row % R) * F;  // stream k of this row at off + k·stride
       const T* xr = x + off;
       T* yr = y + off;
       T* __restrict__ p = yr;  // the primal output row holds P
       softmax_primal(xr, F, p);
-      softmax_first(pl, xr, stride, F, p, ws);
       for (int64_t k = 0; k < m; ++k) {
-        const T* __restrict__ dk = ws.t.data() + k * F;
+        T* __restrict__ dk = D + k * F;
         T* __restrict__ yk = yr + (1 + k) * stride;
+        softmax_centred(xr + (1 + k) * stride, p, F, dk);
 #pragma omp simd
         for (int64_t i = 0; i < F; ++i) yk[i] = p[i] * dk[i];
       }
       for (int64_t s = 0; s < pl.N; ++s) {
-        softmax_second(pl, s, xr + (1 + m + s) * stride, F, ws, e, sig);
-        const T pe = T(dot(p, e, F));
+        const T* s2 = xr + (1 + m + s) * stride;
+        const T pe = softmax_second<W>(pl, s, s2, p, s2, F, D, e, sig).first;
         T* __restrict__ y2 = yr + (1 + m + s) * stride;
 #pragma omp simd
         for (int64_t i = 0; i < F; ++i) y2[i] = p[i] * (e[i] - pe);
@@ -737,58 +752,61 @@ void softmax_forward_impl(const Plan& pl, const Layout& L, const T* x, T* y) {
 }
 
 // Reverse mode of one row (P̄ in pbar, D̄_k staged in ws.tbar).
-template <typename T>
+template <int W, typename T>
 void softmax_backward_impl(const Plan& pl, const Layout& L, const T* x, const T* dy, T* dx) {
   const int64_t F = L.F, R = L.R, S = L.S, m = pl.m, stride = L.M;
   at::parallel_for(0, L.G * R, 1, [&](int64_t begin, int64_t end) {
-    RowWork<T> ws(m, F, 4);
-    T *p = ws.n0.data(), *e = ws.buf(0, F), *sig = ws.buf(1, F), *pbar = ws.buf(2, F), *ebar = ws.buf(3, F);
+    RowWork<T> ws(m, F, 3);
+    T *p = ws.n0.data(), *e = ws.buf(0, F), *sig = ws.buf(1, F), *pbar = ws.buf(2, F);
+    T *D = ws.t.data(), *Dbar = ws.tbar.data();
     for (int64_t row = begin; row < end; ++row) {
       const int64_t off = (row / R) * S * stride + (row % R) * F;
       const T *xr = x + off, *gr = dy + off;
       T* dr = dx + off;
       softmax_primal(xr, F, p);
-      softmax_first(pl, xr, stride, F, p, ws);
 #pragma omp simd
       for (int64_t i = 0; i < F; ++i) pbar[i] = gr[i];
       for (int64_t k = 0; k < m; ++k) {  // P_k = P D_k
-        const T *__restrict__ gk = gr + (1 + k) * stride, *__restrict__ dk = ws.t.data() + k * F;
-        T* __restrict__ dbar = ws.tbar.data() + k * F;
+        const T* __restrict__ gk = gr + (1 + k) * stride;
+        T *__restrict__ dk = D + k * F, *__restrict__ dbar = Dbar + k * F;
+        softmax_centred(xr + (1 + k) * stride, p, F, dk);
 #pragma omp simd
         for (int64_t i = 0; i < F; ++i) {
           pbar[i] += gk[i] * dk[i];
           dbar[i] = p[i] * gk[i];
         }
       }
-      for (int64_t s = 0; s < pl.N; ++s) {  // P₂ = P (E₂ − ⟨P, E₂⟩)
+      for (int64_t s = 0; s < pl.N; ++s) {  // P₂ = P (E₂ − ⟨P, E₂⟩), E₂ = s₂ + quad
         const T* __restrict__ g2 = gr + (1 + m + s) * stride;
         T* __restrict__ d2 = dr + (1 + m + s) * stride;
-        softmax_second(pl, s, xr + (1 + m + s) * stride, F, ws, e, sig);
-        const T pe = T(dot(p, e, F)), wp = T(dot(g2, p, F));
-#pragma omp simd
-        for (int64_t i = 0; i < F; ++i) {
-          pbar[i] += g2[i] * (e[i] - pe) - wp * e[i];
-          ebar[i] = p[i] * (g2[i] - wp);
-          d2[i] = ebar[i];  // E₂ = s₂ + quad
-        }
-        if (pl.collapsed) {  // ∂quad/∂D_k = 2c (D_k + σ_s)
+        const auto [pe, wp] = softmax_second<W>(pl, s, xr + (1 + m + s) * stride, p, g2, F, D, e, sig);
+        if constexpr (W > 0) {  // ∂quad/∂D_k = 2c (D_k + σ_s), k ∈ s
           const T c2 = T(2 * pl.c);
-          for (int64_t j = 0; j < pl.W; ++j) {
-            const T* __restrict__ dk = ws.t.data() + (s + j) * F;
-            T* __restrict__ dbar = ws.tbar.data() + (s + j) * F;
+          const T* Ds = D + s * F;
+          T* Dbs = Dbar + s * F;
 #pragma omp simd
-            for (int64_t i = 0; i < F; ++i) dbar[i] += c2 * ebar[i] * (dk[i] + sig[i]);
+          for (int64_t i = 0; i < F; ++i) {
+            const T ebar = p[i] * (g2[i] - wp);
+            pbar[i] += g2[i] * (e[i] - pe) - wp * e[i];
+            d2[i] = ebar;  // s̄₂ = Ē₂
+            for (int j = 0; j < W; ++j) Dbs[j * F + i] += c2 * ebar * (Ds[j * F + i] + sig[i]);
           }
         } else {
           const int64_t a = pl.left[s], b = pl.right[s];
-          const T *da = ws.t.data() + a * F, *db = ws.t.data() + b * F;
-          T *dba = ws.tbar.data() + a * F, *dbb = ws.tbar.data() + b * F;  // may alias (a == b)
-          for (int64_t i = 0; i < F; ++i) dba[i] += ebar[i] * db[i];
-          for (int64_t i = 0; i < F; ++i) dbb[i] += ebar[i] * da[i];
+          const T *Da = D + a * F, *Db = D + b * F;
+          T *Dba = Dbar + a * F, *Dbb = Dbar + b * F;  // may alias (a == b): both updates run per element
+#pragma omp simd
+          for (int64_t i = 0; i < F; ++i) {
+            const T ebar = p[i] * (g2[i] - wp);
+            pbar[i] += g2[i] * (e[i] - pe) - wp * e[i];
+            d2[i] = ebar;
+            Dba[i] += ebar * Db[i];
+            Dbb[i] += ebar * Da[i];
+          }
         }
       }
       for (int64_t k = 0; k < m; ++k) {  // D_k = s_k − ⟨P, s_k⟩
-        const T *__restrict__ sk = xr + (1 + k) * stride, *__restrict__ dbar = ws.tbar.data() + k * F;
+        const T *__restrict__ sk = xr + (1 + k) * stride, *__restrict__ dbar = Dbar + k * F;
         T* __restrict__ dk = dr + (1 + k) * stride;
         const T total = T(sum(dbar, F));
 #pragma omp simd
@@ -804,13 +822,24 @@ void softmax_backward_impl(const Plan& pl, const Layout& L, const T* x, const T*
   });
 }
 
+// Runs fn(std::integral_constant<int, W>) with the plan's window width W (0: pairs plan).
+template <typename Fn>
+void dispatch_width(const Plan& pl, Fn&& fn) {
+  if (!pl.collapsed) fn(std::integral_constant<int, 0>{});
+  else if (pl.W == 2) fn(std::integral_constant<int, 2>{});
+  else fn(std::integral_constant<int, 3>{});
+}
+
 Tensor jet_softmax_forward_cpu(const Tensor& x_in, const OptTensor& left, const OptTensor& right, int64_t m,
                                int64_t order, int64_t dim) {
   const Inputs in = prepare("jet_softmax_forward", x_in, nullptr, left, right, m, order, dim, true);
   Tensor y = at::empty_like(in.x);
   RECORD_FUNCTION("jet_rules::softmax_forward", std::vector<c10::IValue>());
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "jet_softmax_forward_cpu", [&] {
-    softmax_forward_impl<scalar_t>(in.pl, in.L, in.x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>());
+    dispatch_width(in.pl, [&](auto w) {
+      softmax_forward_impl<decltype(w)::value, scalar_t>(in.pl, in.L, in.x.data_ptr<scalar_t>(),
+                                                         y.data_ptr<scalar_t>());
+    });
   });
   return y.to(x_in.scalar_type());
 }
@@ -821,8 +850,10 @@ Tensor jet_softmax_backward_cpu(const Tensor& grad_in, const Tensor& x_in, const
   Tensor dx = at::empty_like(in.x);
   RECORD_FUNCTION("jet_rules::softmax_backward", std::vector<c10::IValue>());
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "jet_softmax_backward_cpu", [&] {
-    softmax_backward_impl<scalar_t>(in.pl, in.L, in.x.data_ptr<scalar_t>(), in.dy.data_ptr<scalar_t>(),
-                                    dx.data_ptr<scalar_t>());
+    dispatch_width(in.pl, [&](auto w) {
+      softmax_backward_impl<decltype(w)::value, scalar_t>(in.pl, in.L, in.x.data_ptr<scalar_t>(),
+                                                          in.dy.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>());
+    });
   });
   return dx.to(x_in.scalar_type());
 }
