@@ -2,7 +2,9 @@
 
 Shapes are the issue's targets: CPU B=64, m=10, C=100, d=512; GPU B=256, m=10, C=1000, d=512 (fp32),
 plus a bf16 GPU row and a class-count sweep. ``gemm`` is the projection onto T alone (its three
-GEMMs, forward and backward): the bound that no implementation can beat.
+GEMMs, forward and backward): the bound that no implementation can beat. The main CPU and GPU shapes also
+run with collapsed second-order jets (``form=collapsed`` in the shape: variant paper, one stream per simplex,
+spec §7b: K = 1 + m + (m − 1) = 20 logit streams per row at m = 10 instead of 30).
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ MODES = ["fwd", "bwd", "fwd+bwd"]
 
 def shapes(device: str) -> list[dict]:
     if device == "cpu":
-        rows = [{"B": 64, "m": 10, "C": 100, "d": 512}]
+        rows = [{"B": 64, "m": 10, "C": 100, "d": 512}, {"B": 64, "m": 10, "C": 100, "d": 512, "form": "collapsed"}]
         if not QUICK:
             rows += [{"B": 64, "m": 10, "C": 1000, "d": 512}, {"B": 64, "m": 5, "C": 100, "d": 512}]
         return rows
-    rows = [{"B": 256, "m": 10, "C": 1000, "d": 512}]
+    rows = [{"B": 256, "m": 10, "C": 1000, "d": 512}, {"B": 256, "m": 10, "C": 1000, "d": 512, "form": "collapsed"}]
     if not QUICK:
         rows += [{"B": 256, "m": 10, "C": c, "d": 512} for c in (100, 10000, 32768)]
         rows += [{"B": 256, "m": m, "C": 1000, "d": 512} for m in (5, 20)]
@@ -36,7 +38,8 @@ def shapes(device: str) -> list[dict]:
 def cases():
     for device in bench_devices():
         for shape in shapes(device):
-            dtypes = [torch.float32] + ([torch.bfloat16] if device == "cuda" and shape["C"] == 1000 else [])
+            bf16 = device == "cuda" and shape["C"] == 1000 and "form" not in shape
+            dtypes = [torch.float32] + ([torch.bfloat16] if bf16 else [])
             for dtype in dtypes:
                 for provider in PROVIDERS:
                     for mode in MODES:
@@ -52,10 +55,16 @@ def cases():
                         )
 
 
+def second_streams(shape: dict, order: int = 3) -> int:
+    """Second-order streams per row: vertex pairs, or simplices for collapsed jets."""
+    m = shape["m"]
+    return m - order + 2 if shape.get("form") == "collapsed" else pair_index(m, order).shape[0]
+
+
 def make_inputs(shape: dict, dtype: torch.dtype, device: str, order: int = 3):
     g = torch.Generator().manual_seed(0)
     b, m, c, d = shape["B"], shape["m"], shape["C"], shape["d"]
-    p = pair_index(m, order).shape[0]
+    p = second_streams(shape, order)
 
     def rnd(*size, scale=1.0):
         return (scale * torch.randn(*size, generator=g)).to(device=device, dtype=dtype).requires_grad_()
@@ -72,19 +81,21 @@ def make_inputs(shape: dict, dtype: torch.dtype, device: str, order: int = 3):
 
 
 @functools.cache
-def compiled_reference():
-    return torch.compile(lambda **kw: simplex_head(**kw, logit_scale=100.0, backend="reference"), dynamic=False)
+def compiled_reference(collapsed: bool):
+    return torch.compile(
+        lambda **kw: simplex_head(**kw, logit_scale=100.0, backend="reference", collapsed=collapsed), dynamic=False
+    )
 
 
-def provider_fn(provider: str, device: str):
+def provider_fn(provider: str, device: str, collapsed: bool = False):
     if provider == "compile":
-        return compiled_reference()
+        return compiled_reference(collapsed)
     if provider in ("cpp", "cuda", "triton", "reference"):
         if provider != "reference" and not AVAILABLE[provider][0]:
             pytest.skip(AVAILABLE[provider][1])
         if (provider == "cpp" and device != "cpu") or (provider in ("cuda", "triton") and device != "cuda"):
             pytest.skip(f"{provider} does not run on {device}")
-        return lambda **kw: simplex_head(**kw, logit_scale=100.0, backend=provider)
+        return lambda **kw: simplex_head(**kw, logit_scale=100.0, backend=provider, collapsed=collapsed)
     raise ValueError(provider)
 
 
@@ -97,7 +108,7 @@ def traffic_bytes(shape: dict, dtype: torch.dtype, mode: str, order: int = 3) ->
     their gradients and dT. This is the floor of the two-pass design, not of every possible design.
     """
     b, m, c, d = shape["B"], shape["m"], shape["C"], shape["d"]
-    p = pair_index(m, order).shape[0]
+    p = second_streams(shape, order)
     k, s, es = 1 + m + p, m - order + 2, torch.finfo(dtype).bits // 8
     inputs = b * k * d * es + c * d * es + b * 8 + b * s * es
     fwd = inputs + 4 * (2 * b * k * d + 2 * b * k * c + b + b * s + b * (k + p))
@@ -127,7 +138,7 @@ def test_simplex_head(benchmark, device, shape, dtype, provider, mode):
             "fwd+bwd": lambda: (fwd(), dz @ text, dz.t() @ normalized),
         }[mode]
     else:
-        head = provider_fn(provider, device)
+        head = provider_fn(provider, device, collapsed=shape.get("form") == "collapsed")
         if mode == "fwd":
             fn = lambda: head(**x)
         elif mode == "fwd+bwd":

@@ -26,24 +26,25 @@ using head::Coefficients;
 using head::Moments;
 
 struct Layout {
-  int m, P, S, W, K;
-  std::vector<int> pair_a, pair_b, lookup;  // lookup[k * W + o] = index of pair (k, k + o)
+  int m, P, S, W, K;                        // P: second-order streams (pairs, or simplices when collapsed)
+  bool collapsed;
+  std::vector<head::Form<double>> forms;    // the P second-order streams as quadratic forms (simplex_head.h)
+  std::vector<int> lookup;                  // lookup[k * W + o] = index of the band pair (k, k + o) (pair form)
 };
 
-// The pair list of an m-step trajectory and simplices of W + 1 vertices (sizes checked by the host code).
-Layout make_layout(int64_t m, int64_t W) {
+// The row layout of an m-step trajectory, simplices of W + 1 vertices (sizes checked by the host code).
+Layout make_layout(int64_t m, int64_t W, bool collapsed) {
   Layout L;
   L.m = static_cast<int>(m);
   L.W = static_cast<int>(W);
   L.S = L.m - L.W + 1;
-  L.lookup.assign(L.m * L.W, -1);
-  for (int k = 0; k < L.m; ++k)
-    for (int o = 0; o < L.W && k + o < L.m; ++o) {
-      L.lookup[k * L.W + o] = static_cast<int>(L.pair_a.size());
-      L.pair_a.push_back(k);
-      L.pair_b.push_back(k + o);
-    }
-  L.P = static_cast<int>(L.pair_a.size());
+  L.collapsed = collapsed;
+  L.lookup.resize(L.m * L.W);
+  std::vector<int> pair_a(L.m * L.W), pair_b(L.m * L.W);
+  head::build_band_pairs(L.m, L.W, pair_a.data(), pair_b.data(), L.lookup.data());
+  L.forms.resize(L.m * L.W);
+  L.P = head::build_forms(L.m, L.W, collapsed, L.forms.data());
+  L.forms.resize(L.P);
   L.K = 1 + L.m + L.P;
   return L;
 }
@@ -63,9 +64,10 @@ inline void axpy(T alpha, const T* x, T* y, int64_t n) {
 }
 
 // ---- normalisation jets --------------------------------------------------------------------
-// n = f/r, n_a = ρ(f_a − n α_a),
-// n_p = ρ f_p − ρ β_p n − ρ²(α_a f_b + α_b f_a) − ρ²(γ_p − 3 α_a α_b) n,
-// ρ = 1/‖f‖, α_a = n·f_a, β_p = n·f_p, γ_p = f_a·f_b (equal to the spec's form with P = I − nnᵀ).
+// n = f/r, n_a = ρ(f_a − n α_a), and per second-order stream j with form Π_j = Σ_t coef_t x_a x_b:
+// n_j = ρ f_j − ρ β_j n + Σ_t coef_t [−ρ²(α_a f_b + α_b f_a) − ρ²(γ_ab − 3 α_a α_b) n],
+// ρ = 1/‖f‖, α_a = n·f_a, β_j = n·f_j, γ_ab = f_a·f_b (the spec's n_ab with P = I − nnᵀ for a pair; its
+// Σ M_kl-weighted sum, E[n_pp], for a simplex, §7b).
 // The row's inputs scaled by c = row_scale(max |f|) (simplex_head.h): copies in `buffer` when c ≠ 1.
 template <typename T>
 T scale_row(const Layout& L, const T*& f, const T*& F1, const T*& F2, int64_t d, std::vector<T>& buffer) {
@@ -84,11 +86,22 @@ T scale_row(const Layout& L, const T*& f, const T*& F1, const T*& F2, int64_t d,
   return c;
 }
 
+// out = s·(ρ f_j + cn n + Σ_k vc_k f_{slot k}), one pass.
+template <int Slots, typename T>
+void combine(T* out, T s, T rho, const T* fj, T cn, const T* n, const T* const* fs, const T* vc, int64_t d) {
+  for (int64_t i = 0; i < d; ++i) {
+    T acc = rho * fj[i] + cn * n[i];
+    for (int k = 0; k < Slots; ++k) acc += vc[k] * fs[k][i];
+    out[i] = s * acc;
+  }
+}
+
 template <typename T>
 void normalize_forward_row(const Layout& L, const T* f, const T* F1, const T* F2, T s, int64_t d, T* out) {
   std::vector<T> scaled;
   scale_row(L, f, F1, F2, d, scaled);
   const T rho = T(1) / std::sqrt(dot(f, f, d));
+  const T rho2 = rho * rho;
   T* n = out;  // row 0, scaled at the end
   for (int64_t i = 0; i < d; ++i) n[i] = rho * f[i];
   std::vector<T> alpha(L.m);
@@ -98,14 +111,27 @@ void normalize_forward_row(const Layout& L, const T* f, const T* F1, const T* F2
     T* na = out + (1 + a) * d;
     for (int64_t i = 0; i < d; ++i) na[i] = s * rho * (fa[i] - n[i] * alpha[a]);
   }
-  for (int p = 0; p < L.P; ++p) {
-    const int a = L.pair_a[p], b = L.pair_b[p];
-    const T *fa = F1 + a * d, *fb = F1 + b * d, *fp = F2 + p * d;
-    const T beta = dot(n, fp, d), gamma = dot(fa, fb, d);
-    const T cn = -rho * beta - rho * rho * (gamma - T(3) * alpha[a] * alpha[b]);
-    const T ca = -rho * rho * alpha[b], cb = -rho * rho * alpha[a];
-    T* np = out + (1 + L.m + p) * d;
-    for (int64_t i = 0; i < d; ++i) np[i] = s * (rho * fp[i] + cn * n[i] + ca * fa[i] + cb * fb[i]);
+  for (int j = 0; j < L.P; ++j) {
+    const head::Form<double>& form = L.forms[j];
+    const T* fj = F2 + j * d;
+    T e = 0, vc[head::kMaxSlots] = {};  // Σ coef (γ − 3αα); coefficient of each slot's f_a
+    for (int t = 0; t < form.terms; ++t) {
+      const int a = form.v[form.ta[t]], b = form.v[form.tb[t]];
+      const T coef = T(form.coef[t]);
+      e += coef * (dot(F1 + a * d, F1 + b * d, d) - T(3) * alpha[a] * alpha[b]);
+      vc[form.ta[t]] += -rho2 * coef * alpha[b];
+      vc[form.tb[t]] += -rho2 * coef * alpha[a];
+    }
+    const T cn = -rho * dot(n, fj, d) - rho2 * e;
+    const T* fs[head::kMaxSlots] = {};
+    for (int k = 0; k < form.slots; ++k) fs[k] = F1 + form.v[k] * d;
+    T* nj = out + (1 + L.m + j) * d;
+    if (form.slots == 2)
+      combine<2>(nj, s, rho, fj, cn, n, fs, vc, d);
+    else if (form.slots == 3)
+      combine<3>(nj, s, rho, fj, cn, n, fs, vc, d);
+    else
+      combine<1>(nj, s, rho, fj, cn, n, fs, vc, d);
   }
   for (int64_t i = 0; i < d; ++i) n[i] *= s;
 }
@@ -131,25 +157,37 @@ void normalize_backward_row(
     axpy(-rho * alpha[a], ga, nT.data(), d);
   }
   for (int64_t i = 0; i < L.m * d; ++i) dF1[i] = 0;
-  for (int p = 0; p < L.P; ++p) {
-    const int a = L.pair_a[p], b = L.pair_b[p];
-    const T *fa = F1 + a * d, *fb = F1 + b * d, *fp = F2 + p * d, *gp = gN + (1 + L.m + p) * d;
-    const T beta = dot(n.data(), fp, d), gamma = dot(fa, fb, d);
-    const T t = dot(n.data(), gp, d), fa_g = dot(fa, gp, d), fb_g = dot(fb, gp, d), fp_g = dot(fp, gp, d);
-    const T e = gamma - T(3) * alpha[a] * alpha[b];
-    const T beta_bar = -rho * t, gamma_bar = -rho2 * t;
-    alpha_bar[a] += -rho2 * fb_g + T(3) * rho2 * alpha[b] * t;
-    alpha_bar[b] += -rho2 * fa_g + T(3) * rho2 * alpha[a] * t;
-    rho_bar += fp_g - beta * t - T(2) * rho * (alpha[a] * fb_g + alpha[b] * fa_g + e * t);
-    axpy(-(rho * beta + rho2 * e), gp, nT.data(), d);
-    axpy(beta_bar, fp, nT.data(), d);
-    T* dfp = dF2 + p * d;
-    for (int64_t i = 0; i < d; ++i) dfp[i] = rho * gp[i] + beta_bar * n[i];
-    T *dfa = dF1 + a * d, *dfb = dF1 + b * d;
-    axpy(-rho2 * alpha[b], gp, dfa, d);
-    axpy(-rho2 * alpha[a], gp, dfb, d);
-    axpy(gamma_bar, fb, dfa, d);
-    axpy(gamma_bar, fa, dfb, d);
+  for (int j = 0; j < L.P; ++j) {
+    const head::Form<double>& form = L.forms[j];
+    const T *fj = F2 + j * d, *gj = gN + (1 + L.m + j) * d;
+    const T beta = dot(n.data(), fj, d), t = dot(n.data(), gj, d), fj_g = dot(fj, gj, d);
+    T fg[head::kMaxSlots], vc[head::kMaxSlots] = {};  // f_slot · g_j; coefficient of g_j in each slot's dF1
+    for (int k = 0; k < form.slots; ++k) fg[k] = dot(F1 + form.v[k] * d, gj, d);
+    const T gamma_bar = -rho2 * t;
+    T e = 0, cross = 0;  // Σ coef (γ − 3αα); Σ coef (α_a f_b·g + α_b f_a·g)
+    for (int q = 0; q < form.terms; ++q) {
+      const int ka = form.ta[q], kb = form.tb[q], a = form.v[ka], b = form.v[kb];
+      const T coef = T(form.coef[q]);
+      e += coef * (dot(F1 + a * d, F1 + b * d, d) - T(3) * alpha[a] * alpha[b]);
+      cross += coef * (alpha[a] * fg[kb] + alpha[b] * fg[ka]);
+      alpha_bar[a] += coef * (-rho2 * fg[kb] + T(3) * rho2 * alpha[b] * t);
+      alpha_bar[b] += coef * (-rho2 * fg[ka] + T(3) * rho2 * alpha[a] * t);
+      vc[ka] += -rho2 * coef * alpha[b];
+      vc[kb] += -rho2 * coef * alpha[a];
+    }
+    rho_bar += fj_g - beta * t - T(2) * rho * (cross + e * t);
+    const T beta_bar = -rho * t;
+    axpy(-(rho * beta + rho2 * e), gj, nT.data(), d);
+    axpy(beta_bar, fj, nT.data(), d);
+    T* dfj = dF2 + j * d;
+    for (int64_t i = 0; i < d; ++i) dfj[i] = rho * gj[i] + beta_bar * n[i];
+    for (int k = 0; k < form.slots; ++k) axpy(vc[k], gj, dF1 + form.v[k] * d, d);
+    for (int q = 0; q < form.terms; ++q) {
+      const int a = form.v[form.ta[q]], b = form.v[form.tb[q]];
+      const T w = T(form.coef[q]) * gamma_bar;
+      axpy(w, F1 + b * d, dF1 + a * d, d);
+      axpy(w, F1 + a * d, dF1 + b * d, d);
+    }
   }
   for (int a = 0; a < L.m; ++a) {
     const T *fa = F1 + a * d, *ga = gN + (1 + a) * d;
@@ -267,13 +305,19 @@ void softmax_stats(const Layout& L, const T* z, int64_t C, T* stats, std::vector
     for (int64_t c = 0; c < C; ++c) mu += g[c] * zx[c];
     stats[x] = T(mu);
   }
-  for (int p = 0; p < L.P; ++p) {
-    const T *za = z + (1 + L.pair_a[p]) * C, *zb = z + (1 + L.pair_b[p]) * C;
-    const T ma = stats[1 + L.pair_a[p]], mb = stats[1 + L.pair_b[p]];
+  for (int j = 0; j < L.P; ++j) {  // ν_j = <g, Π_j(ẑ)> = Σ_t coef_t <g, ẑ_a ẑ_b>
+    const head::Form<double>& form = L.forms[j];
     Acc nu = 0;
-#pragma omp simd reduction(+ : nu)
-    for (int64_t c = 0; c < C; ++c) nu += g[c] * (za[c] - ma) * (zb[c] - mb);
-    stats[L.K + p] = T(nu);
+    for (int t = 0; t < form.terms; ++t) {
+      const int a = form.v[form.ta[t]], b = form.v[form.tb[t]];
+      const T *za = z + (1 + a) * C, *zb = z + (1 + b) * C;
+      const T ma = stats[1 + a], mb = stats[1 + b];
+      Acc part = 0;
+#pragma omp simd reduction(+ : part)
+      for (int64_t c = 0; c < C; ++c) part += g[c] * (za[c] - ma) * (zb[c] - mb);
+      nu += form.coef[t] * part;
+    }
+    stats[L.K + j] = T(nu);
   }
 }
 
@@ -281,15 +325,27 @@ void softmax_stats(const Layout& L, const T* z, int64_t C, T* stats, std::vector
 template <typename T, typename V, int W>
 struct RowState {
   const Layout& L;
+  std::vector<head::Form<T>> forms;  // L.forms with coefficients in T
   Coefficients<V> cf;
   Moments<V, W> M;
   V lse;
   std::vector<V> mu, nu, zhat, u, w, h, ubar, hbar, G, alpha, beta, zbar_v, zbar_p;
   RowState(const Layout& layout, const head::Options& o)
-      : L(layout), cf(head::coefficients<V, T>(o)), lse(T(0)), mu(L.K - 1), nu(L.P),
-        zhat(L.K - 1), u(L.m), w(L.P), h(L.P), ubar(L.m), hbar(L.P), G(L.S), alpha(L.m), beta(L.P), zbar_v(L.m),
-        zbar_p(L.P) {
+      : L(layout), forms(L.P), cf(head::coefficients<V, T>(o)), lse(T(0)), mu(L.K - 1), nu(L.P), zhat(L.K - 1),
+        u(L.m), w(L.P), h(L.P), ubar(L.m), hbar(L.P), G(L.S), alpha(L.m), beta(L.P), zbar_v(L.m), zbar_p(L.P) {
     M.init();
+    for (int j = 0; j < L.P; ++j) {
+      const head::Form<double>& from = L.forms[j];
+      head::Form<T>& to = forms[j];
+      to.slots = from.slots;
+      to.terms = from.terms;
+      for (int k = 0; k < head::kMaxSlots; ++k) to.v[k] = from.v[k];
+      for (int t = 0; t < head::kMaxTerms; ++t) {
+        to.ta[t] = from.ta[t];
+        to.tb[t] = from.tb[t];
+        to.coef[t] = T(from.coef[t]);
+      }
+    }
   }
   void set_row(const T* stats) {
     lse = V(stats[0]);
@@ -300,9 +356,8 @@ struct RowState {
   V load(const T* z, int64_t C, int64_t c) {
     const V g = Lanes<V>::exp(Lanes<V>::load(z + c) - lse);
     for (int x = 1; x < L.K; ++x) zhat[x - 1] = Lanes<V>::load(z + x * C + c) - mu[x - 1];
-    head::class_derivatives<V>(
-        g, zhat.data(), zhat.data() + L.m, nu.data(), L.pair_a.data(), L.pair_b.data(), L.m, L.P, u.data(), w.data(),
-        h.data());
+    head::class_derivatives(g, zhat.data(), zhat.data() + L.m, nu.data(), forms.data(), L.m, L.P, u.data(), w.data(),
+                            h.data());
     return g;
   }
 };
@@ -316,7 +371,10 @@ void omega_range(RowState<T, V, W>& R, const T* z, int64_t C, int64_t c0, int64_
   int packs = 0;
   for (int64_t c = c0; c + N <= c1; c += N) {
     R.load(z, C, c);
-    head::class_omega<V, W, V>(R.M, R.cf, R.u.data(), R.h.data(), L.lookup.data(), L.S, part.data());
+    if (L.collapsed)
+      head::class_omega_collapsed<V, W, V>(R.M, R.cf, R.u.data(), R.h.data(), L.S, part.data());
+    else
+      head::class_omega<V, W, V>(R.M, R.cf, R.u.data(), R.h.data(), L.lookup.data(), L.S, part.data());
     if (++packs == kFlush || c + 2 * N > c1) {
       for (int s = 0; s < L.S; ++s) {
         omega[s] += Lanes<V>::sum(part[s]);
@@ -359,11 +417,16 @@ void stage_range(
   int packs = 0;
   for (int64_t c = c0; c + N <= c1; c += N) {
     const V g = R.load(z, C, c);
-    head::class_omega_grad<V, W>(
-        R.M, R.cf, R.u.data(), R.h.data(), L.lookup.data(), L.S, L.m, L.P, R.G.data(), R.ubar.data(), R.hbar.data());
-    head::class_stage_adjoints<V, V>(
-        g, R.zhat.data(), R.w.data(), R.ubar.data(), R.hbar.data(), L.pair_a.data(), L.pair_b.data(), L.m, L.P,
-        R.alpha.data(), R.beta.data(), bp.data(), sa.data(), &gg);
+    if (L.collapsed)
+      head::class_omega_grad_collapsed<V, W>(
+          R.M, R.cf, R.u.data(), R.h.data(), L.S, L.m, R.G.data(), R.ubar.data(), R.hbar.data());
+    else
+      head::class_omega_grad<V, W>(
+          R.M, R.cf, R.u.data(), R.h.data(), L.lookup.data(), L.S, L.m, L.P, R.G.data(), R.ubar.data(),
+          R.hbar.data());
+    head::class_stage_adjoints(
+        g, R.zhat.data(), R.w.data(), R.ubar.data(), R.hbar.data(), R.forms.data(), L.m, L.P, R.alpha.data(),
+        R.beta.data(), bp.data(), sa.data(), &gg);
     for (int a = 0; a < L.m; ++a) Lanes<V>::store(dz + (1 + a) * C + c, R.alpha[a]);
     for (int p = 0; p < L.P; ++p) Lanes<V>::store(dz + (1 + L.m + p) * C + c, R.beta[p]);
     if (++packs == kFlush || c + 2 * N > c1) {
@@ -387,9 +450,9 @@ void final_range(
     const V g = R.load(z, C, c);
     for (int a = 0; a < L.m; ++a) R.alpha[a] = Lanes<V>::load(dz + (1 + a) * C + c);
     for (int p = 0; p < L.P; ++p) R.beta[p] = Lanes<V>::load(dz + (1 + L.m + p) * C + c);
-    const V zbar0 = head::class_final_adjoints<V>(
-        g, R.zhat.data(), R.zhat.data() + L.m, R.w.data(), Bp.data(), Sa.data(), gg_total, L.pair_a.data(),
-        L.pair_b.data(), L.m, L.P, R.alpha.data(), R.beta.data(), R.zbar_v.data(), R.zbar_p.data());
+    const V zbar0 = head::class_final_adjoints(
+        g, R.zhat.data(), R.zhat.data() + L.m, R.w.data(), Bp.data(), Sa.data(), gg_total, R.forms.data(), L.m, L.P,
+        R.alpha.data(), R.beta.data(), R.zbar_v.data(), R.zbar_p.data());
     for (int a = 0; a < L.m; ++a) Lanes<V>::store(dz + (1 + a) * C + c, R.zbar_v[a]);
     for (int p = 0; p < L.P; ++p) Lanes<V>::store(dz + (1 + L.m + p) * C + c, R.zbar_p[p]);
     Lanes<V>::store(dz + c, zbar0 + V(gl) * (g - Lanes<V>::onehot(c, y)));
@@ -427,7 +490,7 @@ void class_backward_row(
 void normalize_forward(const head::Sizes& z, const Tensor& f, const Tensor& F1, const Tensor& F2, double scale,
                        Tensor& out) {
   RECORD_FUNCTION("simplex_head::normalize_forward", std::vector<c10::IValue>());
-  const Layout L = make_layout(z.m, z.W);
+  const Layout L = make_layout(z.m, z.W, z.collapsed);
   const int64_t d = z.d;
   AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "simplex_head_normalize_cpu", [&] {
     const scalar_t *pf = f.data_ptr<scalar_t>(), *p1 = F1.data_ptr<scalar_t>(), *p2 = F2.data_ptr<scalar_t>();
@@ -443,7 +506,7 @@ void normalize_forward(const head::Sizes& z, const Tensor& f, const Tensor& F1, 
 void class_forward(const head::Sizes& z, const head::Options& o, const Tensor& Z, const Tensor& labels,
                    const Tensor& weights, Tensor& loss, Tensor& omega, Tensor& stats) {
   RECORD_FUNCTION("simplex_head::class_forward", std::vector<c10::IValue>());
-  const Layout L = make_layout(z.m, z.W);
+  const Layout L = make_layout(z.m, z.W, z.collapsed);
   const int64_t C = z.C;
   AT_DISPATCH_FLOATING_TYPES(Z.scalar_type(), "simplex_head_class_forward_cpu", [&] {
     using T = scalar_t;
@@ -471,7 +534,7 @@ void class_backward(const head::Sizes& z, const head::Options& o, const Tensor& 
                     const Tensor& labels, const Tensor& weights, const Tensor& grad_loss, const Tensor& grad_omega,
                     Tensor& dZ) {
   RECORD_FUNCTION("simplex_head::class_backward", std::vector<c10::IValue>());
-  const Layout L = make_layout(z.m, z.W);
+  const Layout L = make_layout(z.m, z.W, z.collapsed);
   const int64_t C = z.C;
   AT_DISPATCH_FLOATING_TYPES(Z.scalar_type(), "simplex_head_class_backward_cpu", [&] {
     using T = scalar_t;
@@ -498,7 +561,7 @@ void class_backward(const head::Sizes& z, const head::Options& o, const Tensor& 
 void normalize_backward(const head::Sizes& z, const Tensor& f, const Tensor& F1, const Tensor& F2,
                         const Tensor& gN, Tensor& df, Tensor& dF1, Tensor& dF2) {
   RECORD_FUNCTION("simplex_head::normalize_backward", std::vector<c10::IValue>());
-  const Layout L = make_layout(z.m, z.W);
+  const Layout L = make_layout(z.m, z.W, z.collapsed);
   const int64_t d = z.d;
   AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "simplex_head_normalize_backward_cpu", [&] {
     const scalar_t *pf = f.data_ptr<scalar_t>(), *p1 = F1.data_ptr<scalar_t>(), *p2 = F2.data_ptr<scalar_t>();

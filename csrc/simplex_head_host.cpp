@@ -75,6 +75,10 @@ void check_options(const Options& o) {
                                     {"c_jpq", o.c_jpq}, {"c_q2", o.c_q2}})
     TORCH_CHECK_VALUE(std::isfinite(value), "simplex_head: the variant coefficient ", name,
                       " must be a finite number, got ", value);
+  TORCH_CHECK_VALUE(!o.collapsed || (o.c_jpq == 0 && o.c_q2 == 0),
+                    "simplex_head: collapsed second-order jets carry only E_p D²f[p, p] per simplex: the variant "
+                    "coefficients c_jpq and c_q2 must be 0 (variant 'paper'), got c_jpq = ",
+                    o.c_jpq, ", c_q2 = ", o.c_q2);
 }
 
 // Shapes, dtypes and devices of the forward inputs; returns the sizes of the call.
@@ -96,11 +100,16 @@ Sizes check_inputs(const DeviceKernels& kernels, const Tensor& f, const Tensor& 
                     " kernels' limit of ", kernels.max_m, "; use backend='triton' or 'reference'");
   check_shape("F1", F1, {z.B, z.m, z.d}, "(B, m, d)");
   z.S = z.m - z.W + 1;
-  z.P = band_num_pairs(static_cast<int>(z.m), static_cast<int>(z.W));
+  z.collapsed = o.collapsed;
+  z.P = o.collapsed ? z.S : band_num_pairs(static_cast<int>(z.m), static_cast<int>(z.W));
   z.K = 1 + z.m + z.P;
-  std::ostringstream pairs;
-  pairs << " with P = " << z.P << " vertex pairs for m = " << z.m << ", order = " << o.order;
-  check_shape("F2", F2, {z.B, z.P, z.d}, "(B, P, d)", pairs.str().c_str());
+  std::ostringstream streams;
+  if (o.collapsed)
+    streams << " with S = " << z.S << " simplices for m = " << z.m << ", order = " << o.order
+            << " (collapsed jets)";
+  else
+    streams << " with P = " << z.P << " vertex pairs for m = " << z.m << ", order = " << o.order;
+  check_shape("F2", F2, {z.B, z.P, z.d}, o.collapsed ? "(B, S, d)" : "(B, P, d)", streams.str().c_str());
   check_shape("text", text, {-1, z.d}, "(C, d)");
   z.C = text.size(0);
   TORCH_CHECK_VALUE(z.C >= 1, "simplex_head: text must hold at least one class embedding (C >= 1), got ",
@@ -230,30 +239,30 @@ std::optional<Tensor> autocast_input(const std::optional<Tensor>& t) {
 
 using ForwardSignature = ForwardResult(
     const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, double, double, double,
-    double, double, double, int64_t);
+    double, double, double, int64_t, bool);
 using BackwardSignature = BackwardResult(
     const Tensor&, const std::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
     const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, double, double, double, double, double,
-    double, int64_t, bool);
+    double, int64_t, bool, bool);
 
 ForwardResult forward_autocast(
     const Tensor& f, const Tensor& F1, const Tensor& F2, const Tensor& text, const Tensor& labels,
     const Tensor& weights, double logit_scale, double lam, double c_jp2, double c_qsq, double c_jpq, double c_q2,
-    int64_t order) {
+    int64_t order, bool collapsed) {
   const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("advsimplex::simplex_head_forward", "")
                              .typed<ForwardSignature>();
   return op.call(
       autocast_input(f), autocast_input(F1), autocast_input(F2), autocast_input(text), labels, autocast_input(weights),
-      logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order);
+      logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order, collapsed);
 }
 
 BackwardResult backward_autocast(
     const Tensor& grad_loss, const std::optional<Tensor>& grad_omega, const Tensor& f, const Tensor& F1,
     const Tensor& F2, const Tensor& text, const Tensor& labels, const Tensor& weights, const Tensor& logits,
     const Tensor& normalized, const Tensor& stats, double logit_scale, double lam, double c_jp2, double c_qsq,
-    double c_jpq, double c_q2, int64_t order, bool text_grad) {
+    double c_jpq, double c_q2, int64_t order, bool collapsed, bool text_grad) {
   const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("advsimplex::simplex_head_backward", "")
@@ -261,7 +270,7 @@ BackwardResult backward_autocast(
   return op.call(
       autocast_input(grad_loss), autocast_input(grad_omega), autocast_input(f), autocast_input(F1),
       autocast_input(F2), autocast_input(text), labels, autocast_input(weights), logits, normalized, stats,
-      logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order, text_grad);
+      logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order, collapsed, text_grad);
 }
 
 }  // namespace
@@ -270,12 +279,12 @@ BackwardResult backward_autocast(
 TORCH_LIBRARY_FRAGMENT(advsimplex, m) {
   m.def(
       "simplex_head_forward(Tensor f, Tensor F1, Tensor F2, Tensor text, Tensor labels, Tensor weights, "
-      "float logit_scale, float lam, float c_jp2, float c_qsq, float c_jpq, float c_q2, int order) "
+      "float logit_scale, float lam, float c_jp2, float c_qsq, float c_jpq, float c_q2, int order, bool collapsed) "
       "-> (Tensor loss, Tensor omega, Tensor logits, Tensor normalized, Tensor stats)");
   m.def(
       "simplex_head_backward(Tensor grad_loss, Tensor? grad_omega, Tensor f, Tensor F1, Tensor F2, Tensor text, "
       "Tensor labels, Tensor weights, Tensor logits, Tensor normalized, Tensor stats, float logit_scale, float lam, "
-      "float c_jp2, float c_qsq, float c_jpq, float c_q2, int order, bool text_grad) "
+      "float c_jp2, float c_qsq, float c_jpq, float c_q2, int order, bool collapsed, bool text_grad) "
       "-> (Tensor df, Tensor dF1, Tensor dF2, Tensor dtext)");
 }
 

@@ -21,15 +21,18 @@ namespace head {
 
 using at::Tensor;
 
-// Sizes of one call. Row streams: K = 1 + m + P (clean, m first-order, P second-order pair streams).
+// Sizes of one call. Row streams: K = 1 + m + P (clean, m first-order, P second-order streams: one per vertex
+// pair, or one per simplex in the collapsed form, P = S).
 struct Sizes {
   int64_t B, d, C, m, W, S, P, K;
+  bool collapsed;
 };
 
 struct Options {
   double logit_scale, lam;
   double c_jp2, c_qsq, c_jpq, c_q2;  // the variant's coefficients (simplex_head.h)
   int64_t order;
+  bool collapsed;  // F2 holds collapsed second-order jets, one per simplex (spec §7b)
 };
 
 // The variant coefficients as V (a scalar, or a SIMD pack of T).
@@ -43,7 +46,7 @@ Coefficients<V> coefficients(const Options& o) {
 struct DeviceKernels {
   const char* name;  // "CPU", "CUDA" (error messages)
   int64_t max_m;     // longest trajectory the kernels accept (kNoLimit: any)
-  // normalized (B, K, d) = logit_scale · [n; n_a; n_p]
+  // normalized (B, K, d) = logit_scale · [n; n_a; n_j]
   void (*normalize_forward)(const Sizes&, const Tensor& f, const Tensor& F1, const Tensor& F2, double logit_scale,
                             Tensor& normalized);
   // loss (B), omega (B, S), stats (B, K + P) from logits (B, K, C)
@@ -77,9 +80,10 @@ template <const DeviceKernels* Kernels>
 ForwardResult forward_op(
     const Tensor& f, const Tensor& F1, const Tensor& F2, const Tensor& text, const Tensor& labels,
     const Tensor& weights, double logit_scale, double lam, double c_jp2, double c_qsq, double c_jpq, double c_q2,
-    int64_t order) {
+    int64_t order, bool collapsed) {
   return forward(
-      *Kernels, f, F1, F2, text, labels, weights, Options{logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order});
+      *Kernels, f, F1, F2, text, labels, weights,
+      Options{logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order, collapsed});
 }
 
 template <const DeviceKernels* Kernels>
@@ -87,10 +91,10 @@ BackwardResult backward_op(
     const Tensor& grad_loss, const std::optional<Tensor>& grad_omega, const Tensor& f, const Tensor& F1,
     const Tensor& F2, const Tensor& text, const Tensor& labels, const Tensor& weights, const Tensor& logits,
     const Tensor& normalized, const Tensor& stats, double logit_scale, double lam, double c_jp2, double c_qsq,
-    double c_jpq, double c_q2, int64_t order, bool text_grad) {
+    double c_jpq, double c_q2, int64_t order, bool collapsed, bool text_grad) {
   return backward(
       *Kernels, grad_loss, grad_omega, f, F1, F2, text, labels, weights, logits, normalized, stats,
-      Options{logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order}, text_grad);
+      Options{logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order, collapsed}, text_grad);
 }
 
 }  // namespace head

@@ -2,15 +2,20 @@
 
 Pipeline (the same as the C++/CUDA kernels, see ``csrc/simplex_head.cpp``):
 
-1. ``normalize_forward``: normalised-embedding jets ``Ns = s·[n; n_a; n_ab]`` (B, K, d), spec §4.
+1. ``normalize_forward``: normalised-embedding jets ``Ns = s·[n; n_a; n_j]`` (B, K, d), spec §4, §7b.
 2. (torch.mm) ``Z = Ns Tᵀ`` (B, K, C): the projection onto the class embeddings is a GEMM.
-3. ``class_forward``: per row, over class tiles: log-sum-exp, centring means μ, pair covariances ν,
-   then u = g ẑ_a, h = g w_p and the per-row Gram matrices Σ_c u uᵀ, Σ_c u hᵀ, Σ_c h hᵀ and Σ_c q²
+3. ``class_forward``: per row, over class tiles: log-sum-exp, centring means μ, covariances ν,
+   then u = g ẑ_a, h = g w_j and the per-row Gram matrices Σ_c u uᵀ, Σ_c u hᵀ, Σ_c h hᵀ and Σ_c q²
    (tl.dot over the class axis); Ω_s are their contractions with the constant moment-incidence
    tensors A, Bm, D, E (``layout``: built by the ops layer, ``advsimplex/ops/_simplex_head_layout.py``).
 4. ``class_backward``: ū = M_uu u + M_uh h, h̄ = M_uhᵀ u + M_hh h with per-row matrices built from the
    simplex adjoints G_s; then the softmax/centring chain rule in two passes (α, β staged in dZ).
 5. ``normalize_backward``: adjoints of f, F1, F2 from ∂L/∂N.
+
+The P second-order streams j (vertex pairs, or simplices for collapsed jets) are quadratic forms of the
+first-order directions (``csrc/simplex_head.h``, Form): ``Π_j(x) = Σ_t coef[t, j] x_{ta[t, j]} x_{tb[t, j]}``
+with TERMS terms per stream (1 for a pair (a, b): x_a x_b; W(W+1)/2 for a simplex: Σ M_kl x_k x_l); w_j =
+Π_j(ẑ) − ν_j + ẑ_j. For collapsed jets A is the identity (q_s = h_s) and D = E = 0 (variant ``paper``).
 
 Tile sizes pad m, P and S to powers of two ≥ 16 (``tl.dot`` minimum). Dot products use
 ``input_precision="ieee"`` (no TF32).
@@ -47,8 +52,9 @@ def forward(
     """Host side of the forward op: (loss (B,), omega (B,S), logits (B,K,C), normalized (B,K,d), stats (B,K+P)).
 
     The arguments are those the registered op checked (``advsimplex/ops/_simplex_head_checks.py``): shapes,
-    dtypes, devices, labels int64 in [0, C); ``layout`` holds the padded moment-incidence tensors and pair
-    endpoints of (m, Q) on the inputs' device (``advsimplex/ops/_simplex_head_layout.py``)."""
+    dtypes, devices, labels int64 in [0, C); ``layout`` holds the padded moment-incidence tensors and the
+    terms of the second-order forms of (m, Q) (pairs or collapsed) on the inputs' device
+    (``advsimplex/ops/_simplex_head_layout.py``)."""
     f, F1, F2, text, weights = _as_f32(f, F1, F2, text, weights)
     b, m, d = F1.shape
     p, c = F2.shape[1], text.shape[0]
@@ -56,16 +62,17 @@ def forward(
     k, s = 1 + m + p, m - order + 2
     normalized = torch.empty((b, k, d), device=f.device, dtype=torch.float32)
     wrap_triton(normalize_forward_kernel)[(b,)](
-        f, F1, F2, lay["pair_a"], lay["pair_b"], normalized, logit_scale, m, p, d, BLOCK_D=_block_d(d)
-    )
+        f, F1, F2, lay["ta"], lay["tb"], lay["tc"], normalized, logit_scale, m, p, d,
+        P_PAD=lay["P_PAD"], TERMS=lay["TERMS"], BLOCK_D=_block_d(d),
+    )  # fmt: skip
     logits = torch.mm(normalized.view(b * k, d), text.t()).view(b, k, c)
     loss = torch.empty((b,), device=f.device, dtype=torch.float32)
     omega = torch.empty((b, s), device=f.device, dtype=torch.float32)
     stats = torch.empty((b, k + p), device=f.device, dtype=torch.float32)
     wrap_triton(class_forward_kernel)[(b,)](
-        logits, stats, loss, omega, labels, weights, lay["pair_a"], lay["pair_b"], lay["A"], lay["Bm"], lay["D"],
+        logits, stats, loss, omega, labels, weights, lay["ta"], lay["tb"], lay["tc"], lay["A"], lay["Bm"], lay["D"],
         lay["E"], m, p, s, c, lam, c_jp2, c_qsq, c_jpq, c_q2,
-        M_PAD=lay["M_PAD"], P_PAD=lay["P_PAD"], S_PAD=lay["S_PAD"], BLOCK_C=BLOCK_C,
+        M_PAD=lay["M_PAD"], P_PAD=lay["P_PAD"], S_PAD=lay["S_PAD"], TERMS=lay["TERMS"], BLOCK_C=BLOCK_C,
     )  # fmt: skip
     return loss, omega, logits, normalized, stats
 
@@ -89,17 +96,17 @@ def backward(
     go = grad_omega.to(torch.float32).contiguous() if has_go else weights
     dlogits = torch.empty_like(logits)
     wrap_triton(class_backward_kernel)[(b,)](
-        logits, stats, dlogits, labels, weights, grad_loss, go, lay["pair_a"], lay["pair_b"], lay["A"], lay["Bm"],
-        lay["D"], lay["E"], m, p, s, c, lam, c_jp2, c_qsq, c_jpq, c_q2,
-        HAS_GRAD_OMEGA=has_go, M_PAD=lay["M_PAD"], P_PAD=lay["P_PAD"], S_PAD=lay["S_PAD"], BLOCK_C=BLOCK_C,
+        logits, stats, dlogits, labels, weights, grad_loss, go, lay["ta"], lay["tb"], lay["tc"], lay["A"], lay["Bm"],
+        lay["D"], lay["E"], m, p, s, c, lam, c_jp2, c_qsq, c_jpq, c_q2, HAS_GRAD_OMEGA=has_go,
+        M_PAD=lay["M_PAD"], P_PAD=lay["P_PAD"], S_PAD=lay["S_PAD"], TERMS=lay["TERMS"], BLOCK_C=BLOCK_C,
     )  # fmt: skip
     flat = dlogits.view(b * k, c)
     grad_n = (flat @ text).mul_(logit_scale).view(b, k, d)
     dtext = flat.t() @ normalized.view(b * k, d) if text_grad else text.new_empty((0,))
     df, dF1, dF2 = torch.empty_like(f), torch.empty_like(F1), torch.empty_like(F2)
     wrap_triton(normalize_backward_kernel)[(b,)](
-        f, F1, F2, grad_n, lay["pair_a"], lay["pair_b"], df, dF1, dF2, m, p, d,
-        M_PAD=lay["M_PAD"], BLOCK_D=_block_d(d),
+        f, F1, F2, grad_n, lay["ta"], lay["tb"], lay["tc"], df, dF1, dF2, m, p, d,
+        M_PAD=lay["M_PAD"], P_PAD=lay["P_PAD"], TERMS=lay["TERMS"], BLOCK_D=_block_d(d),
     )  # fmt: skip
     return tuple(t.to(dt) for t, dt in zip((df, dF1, dF2, dtext), dtypes))
 
@@ -115,7 +122,10 @@ def _row_scale(amax):
 
 
 @triton.jit
-def normalize_forward_kernel(f_ptr, F1_ptr, F2_ptr, pa_ptr, pb_ptr, out_ptr, scale, m, P, d, BLOCK_D: tl.constexpr):
+def normalize_forward_kernel(
+    f_ptr, F1_ptr, F2_ptr, ta_ptr, tb_ptr, tc_ptr, out_ptr, scale, m, P, d,
+    P_PAD: tl.constexpr, TERMS: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
     b = tl.program_id(0).to(tl.int64)
     K = 1 + m + P
     offs = tl.arange(0, BLOCK_D)
@@ -134,24 +144,29 @@ def normalize_forward_kernel(f_ptr, F1_ptr, F2_ptr, pa_ptr, pb_ptr, out_ptr, sca
         alpha = tl.sum(n * fa)
         tl.store(out + (1 + a) * d + offs, scale * rho * (fa - n * alpha), mask=mask)
     for p in range(P):
-        ia = tl.load(pa_ptr + p)
-        ib = tl.load(pb_ptr + p)
-        fa = c * tl.load(F1 + ia * d + offs, mask=mask, other=0.0)
-        fb = c * tl.load(F1 + ib * d + offs, mask=mask, other=0.0)
         fp = c * tl.load(F2 + p * d + offs, mask=mask, other=0.0)
-        alpha_a = tl.sum(n * fa)
-        alpha_b = tl.sum(n * fb)
         beta = tl.sum(n * fp)
-        gamma = tl.sum(fa * fb)
-        cn = -rho * beta - rho * rho * (gamma - 3.0 * alpha_a * alpha_b)
-        value = rho * fp + cn * n - rho * rho * (alpha_b * fa + alpha_a * fb)
+        e = tl.sum(tl.zeros([BLOCK_D], dtype=tl.float32))  # Σ coef (γ − 3 α_a α_b)
+        cross = tl.zeros([BLOCK_D], dtype=tl.float32)  # Σ coef (α_b f_a + α_a f_b)
+        for t in tl.static_range(TERMS):
+            ia = tl.load(ta_ptr + t * P_PAD + p)
+            ib = tl.load(tb_ptr + t * P_PAD + p)
+            coef = tl.load(tc_ptr + t * P_PAD + p)
+            fa = c * tl.load(F1 + ia * d + offs, mask=mask, other=0.0)
+            fb = c * tl.load(F1 + ib * d + offs, mask=mask, other=0.0)
+            alpha_a = tl.sum(n * fa)
+            alpha_b = tl.sum(n * fb)
+            e += coef * (tl.sum(fa * fb) - 3.0 * alpha_a * alpha_b)
+            cross += coef * (alpha_b * fa + alpha_a * fb)
+        cn = -rho * beta - rho * rho * e
+        value = rho * fp + cn * n - rho * rho * cross
         tl.store(out + (1 + m + p) * d + offs, scale * value, mask=mask)
 
 
 @triton.jit
 def normalize_backward_kernel(
-    f_ptr, F1_ptr, F2_ptr, gN_ptr, pa_ptr, pb_ptr, df_ptr, dF1_ptr, dF2_ptr, m, P, d,
-    M_PAD: tl.constexpr, BLOCK_D: tl.constexpr,
+    f_ptr, F1_ptr, F2_ptr, gN_ptr, ta_ptr, tb_ptr, tc_ptr, df_ptr, dF1_ptr, dF2_ptr, m, P, d,
+    M_PAD: tl.constexpr, P_PAD: tl.constexpr, TERMS: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     b = tl.program_id(0).to(tl.int64)
     K = 1 + m + P
@@ -185,34 +200,38 @@ def normalize_backward_kernel(
         tl.store(dF1 + a * d + offs, rho * ga, mask=mask)
     tl.debug_barrier()
     for p in range(P):
-        ia = tl.load(pa_ptr + p)
-        ib = tl.load(pb_ptr + p)
-        fa = c * tl.load(F1 + ia * d + offs, mask=mask, other=0.0)
-        fb = c * tl.load(F1 + ib * d + offs, mask=mask, other=0.0)
         fp = c * tl.load(F2 + p * d + offs, mask=mask, other=0.0)
         gp = tl.load(gN + (1 + m + p) * d + offs, mask=mask, other=0.0)
-        alpha_a = tl.sum(tl.where(mi == ia, alphas, 0.0))
-        alpha_b = tl.sum(tl.where(mi == ib, alphas, 0.0))
         beta = tl.sum(n * fp)
-        gamma = tl.sum(fa * fb)
         t = tl.sum(n * gp)
-        fa_g = tl.sum(fa * gp)
-        fb_g = tl.sum(fb * gp)
         fp_g = tl.sum(fp * gp)
-        e = gamma - 3.0 * alpha_a * alpha_b
         beta_bar = -rho * t
         gamma_bar = -rho2 * t
-        alpha_bar += tl.where(mi == ia, -rho2 * fb_g + 3.0 * rho2 * alpha_b * t, 0.0)
-        alpha_bar += tl.where(mi == ib, -rho2 * fa_g + 3.0 * rho2 * alpha_a * t, 0.0)
-        rho_bar += fp_g - beta * t - 2.0 * rho * (alpha_a * fb_g + alpha_b * fa_g + e * t)
+        e = tl.sum(tl.zeros([BLOCK_D], dtype=tl.float32))  # Σ coef (γ − 3 α_a α_b)
+        cross = tl.sum(tl.zeros([BLOCK_D], dtype=tl.float32))  # Σ coef (α_a f_b·g + α_b f_a·g)
+        for q in tl.static_range(TERMS):
+            ia = tl.load(ta_ptr + q * P_PAD + p)
+            ib = tl.load(tb_ptr + q * P_PAD + p)
+            coef = tl.load(tc_ptr + q * P_PAD + p)
+            fa = c * tl.load(F1 + ia * d + offs, mask=mask, other=0.0)
+            fb = c * tl.load(F1 + ib * d + offs, mask=mask, other=0.0)
+            alpha_a = tl.sum(tl.where(mi == ia, alphas, 0.0))
+            alpha_b = tl.sum(tl.where(mi == ib, alphas, 0.0))
+            fa_g = tl.sum(fa * gp)
+            fb_g = tl.sum(fb * gp)
+            e += coef * (tl.sum(fa * fb) - 3.0 * alpha_a * alpha_b)
+            cross += coef * (alpha_a * fb_g + alpha_b * fa_g)
+            alpha_bar += tl.where(mi == ia, coef * (-rho2 * fb_g + 3.0 * rho2 * alpha_b * t), 0.0)
+            alpha_bar += tl.where(mi == ib, coef * (-rho2 * fa_g + 3.0 * rho2 * alpha_a * t), 0.0)
+            dfa = tl.load(dF1 + ia * d + offs, mask=mask, other=0.0)
+            tl.store(dF1 + ia * d + offs, dfa + coef * (-rho2 * alpha_b * gp + gamma_bar * fb), mask=mask)
+            tl.debug_barrier()
+            dfb = tl.load(dF1 + ib * d + offs, mask=mask, other=0.0)
+            tl.store(dF1 + ib * d + offs, dfb + coef * (-rho2 * alpha_a * gp + gamma_bar * fa), mask=mask)
+            tl.debug_barrier()
+        rho_bar += fp_g - beta * t - 2.0 * rho * (cross + e * t)
         nT += -(rho * beta + rho2 * e) * gp + beta_bar * fp
         tl.store(dF2 + p * d + offs, c * (rho * gp + beta_bar * n), mask=mask)
-        dfa = tl.load(dF1 + ia * d + offs, mask=mask, other=0.0)
-        tl.store(dF1 + ia * d + offs, dfa - rho2 * alpha_b * gp + gamma_bar * fb, mask=mask)
-        tl.debug_barrier()
-        dfb = tl.load(dF1 + ib * d + offs, mask=mask, other=0.0)
-        tl.store(dF1 + ib * d + offs, dfb - rho2 * alpha_a * gp + gamma_bar * fa, mask=mask)
-        tl.debug_barrier()
     for a in range(m):
         fa = c * tl.load(F1 + a * d + offs, mask=mask, other=0.0)
         abar = tl.sum(tl.where(mi == a, alpha_bar, 0.0))
@@ -224,15 +243,12 @@ def normalize_backward_kernel(
 
 
 @triton.jit
-def _row_indices(pa_ptr, pb_ptr, m, P, S, M_PAD: tl.constexpr, P_PAD: tl.constexpr, S_PAD: tl.constexpr):
-    """Index vectors over vertices, pairs and simplices, their masks, and the pair endpoints."""
+def _row_indices(m, P, S, M_PAD: tl.constexpr, P_PAD: tl.constexpr, S_PAD: tl.constexpr):
+    """Index vectors over vertices, second-order streams and simplices, and their masks."""
     mi = tl.arange(0, M_PAD)
     pi = tl.arange(0, P_PAD)
     si = tl.arange(0, S_PAD)
-    pmask = pi < P
-    pa = tl.load(pa_ptr + pi, mask=pmask, other=0)
-    pb = tl.load(pb_ptr + pi, mask=pmask, other=0)
-    return mi, pi, si, mi < m, pmask, si < S, pa, pb
+    return mi, pi, si, mi < m, pi < P, si < S
 
 
 @triton.jit
@@ -260,32 +276,68 @@ def _softmax_tile(z, lse, c0, cols, C):
 
 
 @triton.jit
-def _centred_tiles(z, lse, mi, vmask, pi, pmask, pa, pb, mu_v, mu_p, mu_a, mu_b, nu, m, c0, cols, C):
-    """g (C,), ẑ_v (M, C), ẑ_a, ẑ_b, ẑ_p (P, C) and w (P, C) of one class tile (zero where masked)."""
+def _term(ta_ptr, tb_ptr, tc_ptr, st, t, pi, pmask, P_PAD: tl.constexpr):
+    """Term t of every stream's form: vertices a, b (P,), coefficient (P,; 0 where absent), their means μ."""
+    ka = tl.load(ta_ptr + t * P_PAD + pi, mask=pmask, other=0)
+    kb = tl.load(tb_ptr + t * P_PAD + pi, mask=pmask, other=0)
+    coef = tl.load(tc_ptr + t * P_PAD + pi, mask=pmask, other=0.0)
+    mu_a = tl.load(st + 1 + ka, mask=pmask, other=0.0)
+    mu_b = tl.load(st + 1 + kb, mask=pmask, other=0.0)
+    return ka, kb, coef, mu_a, mu_b
+
+
+@triton.jit
+def _term_tiles(z, ka, kb, mu_a, mu_b, pmask, c0, cols, C):
+    """ẑ_a, ẑ_b (P, BLOCK_C) of one term of every form over one class tile (zero where masked)."""
+    pm = pmask[:, None] & ((c0 + cols) < C)[None, :]
+    za = tl.where(pm, _rows(z, 1 + ka, pmask, c0, cols, C) - mu_a[:, None], 0.0)
+    zb = tl.where(pm, _rows(z, 1 + kb, pmask, c0, cols, C) - mu_b[:, None], 0.0)
+    return za, zb
+
+
+@triton.jit
+def _quad_tile(
+    z, st, ta_ptr, tb_ptr, tc_ptr, pi, pmask, c0, cols, C,
+    P_PAD: tl.constexpr, TERMS: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Π_j(ẑ) (P, BLOCK_C): every second-order form at the centred first-order streams of one class tile."""
+    quad = tl.zeros([P_PAD, BLOCK_C], dtype=tl.float32)
+    for t in tl.static_range(TERMS):
+        ka, kb, coef, mu_a, mu_b = _term(ta_ptr, tb_ptr, tc_ptr, st, t, pi, pmask, P_PAD)
+        za, zb = _term_tiles(z, ka, kb, mu_a, mu_b, pmask, c0, cols, C)
+        quad += coef[:, None] * za * zb
+    return quad
+
+
+@triton.jit
+def _centred_tiles(
+    z, st, lse, mi, vmask, pi, pmask, ta_ptr, tb_ptr, tc_ptr, mu_v, mu_p, nu, m, c0, cols, C,
+    P_PAD: tl.constexpr, TERMS: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """g (C,), ẑ_v (M, C), ẑ_p (P, C), Π(ẑ) (P, C) and w = Π − ν + ẑ_p (P, C) of one class tile."""
     g = _softmax_tile(z, lse, c0, cols, C)
     cmask = (c0 + cols) < C
     vm = vmask[:, None] & cmask[None, :]
     pm = pmask[:, None] & cmask[None, :]
     zv = tl.where(vm, _rows(z, 1 + mi, vmask, c0, cols, C) - mu_v[:, None], 0.0)
-    za = tl.where(pm, _rows(z, 1 + pa, pmask, c0, cols, C) - mu_a[:, None], 0.0)
-    zb = tl.where(pm, _rows(z, 1 + pb, pmask, c0, cols, C) - mu_b[:, None], 0.0)
     zp = tl.where(pm, _rows(z, 1 + m + pi, pmask, c0, cols, C) - mu_p[:, None], 0.0)
-    w = tl.where(pm, za * zb - nu[:, None] + zp, 0.0)
-    return g, zv, za, zb, zp, w
+    quad = _quad_tile(z, st, ta_ptr, tb_ptr, tc_ptr, pi, pmask, c0, cols, C, P_PAD, TERMS, BLOCK_C)
+    w = tl.where(pm, quad - nu[:, None] + zp, 0.0)
+    return g, zv, zp, quad, w
 
 
 @triton.jit
 def class_forward_kernel(
-    Z_ptr, stats_ptr, loss_ptr, omega_ptr, labels_ptr, weights_ptr, pa_ptr, pb_ptr, A_ptr, Bm_ptr, D_ptr, E_ptr,
-    m, P, S, C, lam, c_jp2, c_qsq, c_jpq, c_q2,
-    M_PAD: tl.constexpr, P_PAD: tl.constexpr, S_PAD: tl.constexpr, BLOCK_C: tl.constexpr,
+    Z_ptr, stats_ptr, loss_ptr, omega_ptr, labels_ptr, weights_ptr, ta_ptr, tb_ptr, tc_ptr, A_ptr, Bm_ptr, D_ptr,
+    E_ptr, m, P, S, C, lam, c_jp2, c_qsq, c_jpq, c_q2,
+    M_PAD: tl.constexpr, P_PAD: tl.constexpr, S_PAD: tl.constexpr, TERMS: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     b = tl.program_id(0).to(tl.int64)
     K = 1 + m + P
     z = Z_ptr + b * K * C
     st = stats_ptr + b * (K + P)
     cols = tl.arange(0, BLOCK_C)
-    mi, pi, si, vmask, pmask, smask, pa, pb = _row_indices(pa_ptr, pb_ptr, m, P, S, M_PAD, P_PAD, S_PAD)
+    mi, pi, si, vmask, pmask, smask = _row_indices(m, P, S, M_PAD, P_PAD, S_PAD)
     # log-sum-exp of the clean logits (per-lane online maximum, merged at the end)
     lane_max = tl.full([BLOCK_C], -1e30, tl.float32)  # finite sentinel: no inf − inf in the rescaling
     lane_sum = tl.zeros([BLOCK_C], dtype=tl.float32)
@@ -308,15 +360,12 @@ def class_forward_kernel(
     tl.store(st + 1 + mi, mu_v, mask=vmask)
     tl.store(st + 1 + m + pi, mu_p, mask=pmask)
     tl.debug_barrier()
-    mu_a = tl.load(st + 1 + pa, mask=pmask, other=0.0)
-    mu_b = tl.load(st + 1 + pb, mask=pmask, other=0.0)
-    # pair covariances ν_p = <g, ẑ_a ẑ_b>
+    # covariances ν_j = <g, Π_j(ẑ)>
     nu = tl.zeros([P_PAD], dtype=tl.float32)
     for c0 in range(0, C, BLOCK_C):
         g = _softmax_tile(z, lse, c0, cols, C)
-        za = _rows(z, 1 + pa, pmask, c0, cols, C) - mu_a[:, None]
-        zb = _rows(z, 1 + pb, pmask, c0, cols, C) - mu_b[:, None]
-        nu += tl.sum(za * zb * g[None, :], axis=1)
+        quad = _quad_tile(z, st, ta_ptr, tb_ptr, tc_ptr, pi, pmask, c0, cols, C, P_PAD, TERMS, BLOCK_C)
+        nu += tl.sum(quad * g[None, :], axis=1)
     nu = tl.where(pmask, nu, 0.0)
     tl.store(st + K + pi, nu, mask=pmask)
     # Gram matrices over the classes
@@ -326,9 +375,10 @@ def class_forward_kernel(
     g_hh = tl.zeros([P_PAD, P_PAD], dtype=tl.float32)
     qsq = tl.zeros([S_PAD], dtype=tl.float32)
     for c0 in range(0, C, BLOCK_C):
-        g, zv, za, zb, _, w = _centred_tiles(
-            z, lse, mi, vmask, pi, pmask, pa, pb, mu_v, mu_p, mu_a, mu_b, nu, m, c0, cols, C
-        )
+        g, zv, _, _, w = _centred_tiles(
+            z, st, lse, mi, vmask, pi, pmask, ta_ptr, tb_ptr, tc_ptr, mu_v, mu_p, nu, m, c0, cols, C,
+            P_PAD, TERMS, BLOCK_C,
+        )  # fmt: skip
         u = zv * g[None, :]
         h = w * g[None, :]
         g_uu += tl.dot(u, tl.trans(u), input_precision="ieee")
@@ -351,10 +401,10 @@ def class_forward_kernel(
 
 @triton.jit
 def class_backward_kernel(
-    Z_ptr, stats_ptr, dZ_ptr, labels_ptr, weights_ptr, grad_loss_ptr, grad_omega_ptr, pa_ptr, pb_ptr,
+    Z_ptr, stats_ptr, dZ_ptr, labels_ptr, weights_ptr, grad_loss_ptr, grad_omega_ptr, ta_ptr, tb_ptr, tc_ptr,
     A_ptr, Bm_ptr, D_ptr, E_ptr, m, P, S, C, lam, c_jp2, c_qsq, c_jpq, c_q2,
     HAS_GRAD_OMEGA: tl.constexpr, M_PAD: tl.constexpr, P_PAD: tl.constexpr, S_PAD: tl.constexpr,
-    BLOCK_C: tl.constexpr,
+    TERMS: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     b = tl.program_id(0).to(tl.int64)
     K = 1 + m + P
@@ -362,12 +412,10 @@ def class_backward_kernel(
     dz = dZ_ptr + b * K * C
     st = stats_ptr + b * (K + P)
     cols = tl.arange(0, BLOCK_C)
-    mi, pi, si, vmask, pmask, smask, pa, pb = _row_indices(pa_ptr, pb_ptr, m, P, S, M_PAD, P_PAD, S_PAD)
+    mi, pi, si, vmask, pmask, smask = _row_indices(m, P, S, M_PAD, P_PAD, S_PAD)
     lse = tl.load(st)
     mu_v = tl.load(st + 1 + mi, mask=vmask, other=0.0)
     mu_p = tl.load(st + 1 + m + pi, mask=pmask, other=0.0)
-    mu_a = tl.load(st + 1 + pa, mask=pmask, other=0.0)
-    mu_b = tl.load(st + 1 + pb, mask=pmask, other=0.0)
     nu = tl.load(st + K + pi, mask=pmask, other=0.0)
     gl = tl.load(grad_loss_ptr + b)
     G = gl * lam * tl.load(weights_ptr + b * S + si, mask=smask, other=0.0)
@@ -381,18 +429,15 @@ def class_backward_kernel(
     m_hh = 2.0 * c_qsq * tl.dot(tl.trans(A * G[:, None]), A, input_precision="ieee")
     m_hh += 2.0 * c_q2 * tl.sum(G[:, None, None] * E, axis=0)
     m_uh_t = tl.trans(m_uh)
-    inc_a = tl.where((mi[:, None] == pa[None, :]) & pmask[None, :], 1.0, 0.0)  # (M, P) one-hot of pair_a
-    inc_b = tl.where((mi[:, None] == pb[None, :]) & pmask[None, :], 1.0, 0.0)
-    # pass A: α = g ū and β = g h̄ staged in dZ; row sums B_p, S_a, GG
+    # pass A: α = g ū and β = g h̄ staged in dZ; row sums B_j, S_a = Σ_c (α_a + Σ_j β_j ∂Π_j/∂ẑ_a), GG
     b_p = tl.zeros([P_PAD], dtype=tl.float32)
-    s_direct = tl.zeros([M_PAD], dtype=tl.float32)
-    r_b = tl.zeros([P_PAD], dtype=tl.float32)
-    r_a = tl.zeros([P_PAD], dtype=tl.float32)
+    s_a = tl.zeros([M_PAD], dtype=tl.float32)
     gg = tl.zeros([BLOCK_C], dtype=tl.float32)
     for c0 in range(0, C, BLOCK_C):
-        g, zv, za, zb, zp, w = _centred_tiles(
-            z, lse, mi, vmask, pi, pmask, pa, pb, mu_v, mu_p, mu_a, mu_b, nu, m, c0, cols, C
-        )
+        g, zv, _, _, w = _centred_tiles(
+            z, st, lse, mi, vmask, pi, pmask, ta_ptr, tb_ptr, tc_ptr, mu_v, mu_p, nu, m, c0, cols, C,
+            P_PAD, TERMS, BLOCK_C,
+        )  # fmt: skip
         u = zv * g[None, :]
         h = w * g[None, :]
         ubar = tl.dot(m_uu, u, input_precision="ieee") + tl.dot(m_uh, h, input_precision="ieee")
@@ -403,29 +448,41 @@ def class_backward_kernel(
         tl.store(dz + (1 + mi)[:, None] * C + (c0 + cols)[None, :], alpha, mask=vmask[:, None] & cmask[None, :])
         tl.store(dz + (1 + m + pi)[:, None] * C + (c0 + cols)[None, :], beta, mask=pmask[:, None] & cmask[None, :])
         b_p += tl.sum(beta, axis=1)
-        s_direct += tl.sum(alpha, axis=1)
-        r_b += tl.sum(beta * zb, axis=1)
-        r_a += tl.sum(beta * za, axis=1)
+        s_a += tl.sum(alpha, axis=1)
+        for t in tl.static_range(TERMS):  # Σ_c β_j coef ẑ_b onto vertex a, and ẑ_a onto vertex b
+            ka, kb, coef, mu_a, mu_b = _term(ta_ptr, tb_ptr, tc_ptr, st, t, pi, pmask, P_PAD)
+            za, zb = _term_tiles(z, ka, kb, mu_a, mu_b, pmask, c0, cols, C)
+            r_b = tl.sum(beta * zb, axis=1) * coef
+            r_a = tl.sum(beta * za, axis=1) * coef
+            s_a += tl.sum(tl.where((mi[:, None] == ka[None, :]) & pmask[None, :], r_b[None, :], 0.0), axis=1)
+            s_a += tl.sum(tl.where((mi[:, None] == kb[None, :]) & pmask[None, :], r_a[None, :], 0.0), axis=1)
         gg += tl.sum(alpha * zv, axis=0) + tl.sum(beta * w, axis=0)
-    s_a = s_direct + tl.sum(inc_a * r_b[None, :], axis=1) + tl.sum(inc_b * r_a[None, :], axis=1)
     gg_total = tl.sum(gg) - tl.sum(b_p * nu)
     tl.debug_barrier()
     # pass B: final adjoints of every stream
     y = tl.load(labels_ptr + b)
     for c0 in range(0, C, BLOCK_C):
-        g, zv, za, zb, zp, w = _centred_tiles(
-            z, lse, mi, vmask, pi, pmask, pa, pb, mu_v, mu_p, mu_a, mu_b, nu, m, c0, cols, C
-        )
+        g, zv, zp, quad, w = _centred_tiles(
+            z, st, lse, mi, vmask, pi, pmask, ta_ptr, tb_ptr, tc_ptr, mu_v, mu_p, nu, m, c0, cols, C,
+            P_PAD, TERMS, BLOCK_C,
+        )  # fmt: skip
         cmask = (c0 + cols) < C
         vm = vmask[:, None] & cmask[None, :]
         pm = pmask[:, None] & cmask[None, :]
         alpha = tl.load(dz + (1 + mi)[:, None] * C + (c0 + cols)[None, :], mask=vm, other=0.0)
         beta = tl.load(dz + (1 + m + pi)[:, None] * C + (c0 + cols)[None, :], mask=pm, other=0.0)
         coupling = beta - b_p[:, None] * g[None, :]
-        zbar_v = alpha + tl.dot(inc_a, coupling * zb, input_precision="ieee")
-        zbar_v += tl.dot(inc_b, coupling * za, input_precision="ieee")
+        zbar_v = alpha
+        for t in tl.static_range(TERMS):  # Σ_j (β_j − B_j g) ∂Π_j/∂ẑ_a
+            ka, kb, coef, mu_a, mu_b = _term(ta_ptr, tb_ptr, tc_ptr, st, t, pi, pmask, P_PAD)
+            za, zb = _term_tiles(z, ka, kb, mu_a, mu_b, pmask, c0, cols, C)
+            weighted = coupling * coef[:, None]
+            inc_a = tl.where((mi[:, None] == ka[None, :]) & pmask[None, :], 1.0, 0.0)  # (M, P) one-hot of vertex a
+            inc_b = tl.where((mi[:, None] == kb[None, :]) & pmask[None, :], 1.0, 0.0)
+            zbar_v += tl.dot(inc_a, weighted * zb, input_precision="ieee")
+            zbar_v += tl.dot(inc_b, weighted * za, input_precision="ieee")
         direct = tl.sum(alpha * zv, axis=0) + tl.sum(beta * w, axis=0)
-        centred = gg_total + tl.sum(s_a[:, None] * zv, axis=0) + tl.sum(b_p[:, None] * (za * zb + zp), axis=0)
+        centred = gg_total + tl.sum(s_a[:, None] * zv, axis=0) + tl.sum(b_p[:, None] * (quad + zp), axis=0)
         onehot = tl.where((c0 + cols) == y, 1.0, 0.0)
         tl.store(dz + (1 + mi)[:, None] * C + (c0 + cols)[None, :], zbar_v - g[None, :] * s_a[:, None], mask=vm)
         tl.store(dz + (1 + m + pi)[:, None] * C + (c0 + cols)[None, :], beta - g[None, :] * b_p[:, None], mask=pm)

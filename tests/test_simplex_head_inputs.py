@@ -21,7 +21,7 @@ from advsimplex.ops.simplex_head import op_arguments
 
 ARGUMENTS = (
     "f", "F1", "F2", "text_features", "labels", "weights", "logit_scale", "lam", "c_jp2", "c_qsq", "c_jpq", "c_q2",
-    "order",
+    "order", "collapsed",
 )  # fmt: skip
 
 
@@ -67,6 +67,8 @@ CASES = [
     ("lam-inf", {"lam": lambda a: float("inf")}, ValueError, r"lam must be a finite number"),
     ("coefficient-nan", {"c_qsq": lambda a: float("nan")}, ValueError, r"variant coefficient c_qsq must be a finite"),
     ("coefficient-inf", {"c_q2": lambda a: float("-inf")}, ValueError, r"variant coefficient c_q2 must be a finite"),
+    ("collapsed-pair-jets", {"collapsed": lambda a: True, "c_jpq": lambda a: 0.0}, ValueError,
+     r"F2 must have shape \(B, S, d\) = \(3, 4, 7\)"),
 ]
 # fmt: on
 

@@ -1,6 +1,6 @@
 """register_fake / register_autograd for the compiled and Triton ``simplex_head`` ops.
 
-Forward op: ``(f, F1, F2, text, labels, weights, logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order)
+Forward op: ``(f, F1, F2, text, labels, weights, logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order, collapsed)
 -> (loss (B,), omega (B, S), logits (B, K, C), normalized (B, K, d), stats (B, K + P))``; the last three
 are saved for the backward op, which returns ``(df, dF1, dF2, dtext)``. K = 1 + m + P.
 """
@@ -20,7 +20,7 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
 
 def _fake_forward(f, F1, F2, text, labels, weights, *options, triton):
     b, m, d, p, c = check_inputs(f, F1, F2, text, labels, weights, *options, triton=triton)
-    order = options[-1]
+    order = options[-2]
     k, s = 1 + m + p, m - order + 2
     ct = _compute_dtype(f)
     return (
@@ -37,7 +37,7 @@ def _fake_backward(
 ):  # fmt: skip
     *options, text_grad = options_text_grad
     sizes = check_inputs(f, F1, F2, text, labels, weights, *options, triton=triton)
-    check_saved(f, grad_loss, grad_omega, logits, normalized, stats, sizes, options[-1])
+    check_saved(f, grad_loss, grad_omega, logits, normalized, stats, sizes, options[-2])
     dtext = torch.empty_like(text) if text_grad else text.new_empty((0,))
     return torch.empty_like(f), torch.empty_like(F1), torch.empty_like(F2), dtext
 

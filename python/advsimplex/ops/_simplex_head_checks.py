@@ -51,9 +51,10 @@ def num_band_pairs(m: int, order: int) -> int:
 def check_inputs(
     f: Tensor, F1: Tensor, F2: Tensor, text: Tensor, labels: Tensor, weights: Tensor,
     logit_scale: float, lam: float, c_jp2: float, c_qsq: float, c_jpq: float, c_q2: float, order: int,
-    *, triton: bool = False,
+    collapsed: bool, *, triton: bool = False,
 ) -> tuple[int, int, int, int, int]:  # fmt: skip
-    """Every forward argument of the ops except the label range; returns (B, m, d, P, C).
+    """Every forward argument of the ops except the label range; returns (B, m, d, P, C), P the second-order
+    streams (vertex pairs, or simplices for collapsed jets).
 
     ``triton``: the Triton kernels' limits (float32/bfloat16/float16 inputs, d ≤ 16384)."""
     if order not in (3, 4):
@@ -65,6 +66,11 @@ def check_inputs(
     for name, value in (("c_jp2", c_jp2), ("c_qsq", c_qsq), ("c_jpq", c_jpq), ("c_q2", c_q2)):
         if not math.isfinite(value):
             raise ValueError(f"simplex_head: the variant coefficient {name} must be a finite number, got {value}")
+    if collapsed and (c_jpq != 0 or c_q2 != 0):
+        raise ValueError(
+            "simplex_head: collapsed second-order jets carry only E_p D²f[p, p] per simplex: the variant coefficients "
+            f"c_jpq and c_q2 must be 0 (variant 'paper'), got c_jpq = {c_jpq}, c_q2 = {c_q2}"
+        )
     dtypes = TRITON_DTYPES if triton else COMPILED_DTYPES
     _check_floating("f", f, dtypes)
     _check_shape("f", f, "(B, d)", (None, None))
@@ -79,8 +85,13 @@ def check_inputs(
     if m < order - 1:
         raise ValueError(f"simplex_head: F1 holds m = {m} steps: no simplex of order {order} (need m >= {order - 1})")
     _check_shape("F1", F1, "(B, m, d)", (b, m, d))
-    p = num_band_pairs(m, order)
-    _check_shape("F2", F2, "(B, P, d)", (b, p, d), f" with P = {p} vertex pairs for m = {m}, order = {order}")
+    if collapsed:
+        p = m - order + 2
+        note = f" with S = {p} simplices for m = {m}, order = {order} (collapsed jets)"
+        _check_shape("F2", F2, "(B, S, d)", (b, p, d), note)
+    else:
+        p = num_band_pairs(m, order)
+        _check_shape("F2", F2, "(B, P, d)", (b, p, d), f" with P = {p} vertex pairs for m = {m}, order = {order}")
     _check_shape("text", text, "(C, d)", (None, d))
     c = text.shape[0]
     if c < 1:

@@ -8,6 +8,13 @@ For simplex s with vertices s..s+W−1 (W = Q − 1) and the pair list of :func:
 - ``E[s, p, p']``  = Σ M4_{klno} over (k,l) ↦ p, (n,o) ↦ p'  so  Σ_c E[(pᵀH_c p)²]_s = ⟨E_s, Σ_c h hᵀ⟩
 
 (spec §5). ``Bm`` and ``E`` are symmetric in their last two indices.
+
+Collapsed jets (spec §7b) carry one second-order stream per simplex, ``h_s = E_p D²g[p, p]`` itself: then
+``A`` is the identity (S, S), ``Bm`` is unchanged and ``D = E = 0`` (variant ``paper`` only).
+
+The second-order streams are quadratic forms of the first-order ones (``csrc/simplex_head.h``, Form):
+``terms[t][j] = (a, b, coef)`` with ``Π_j(x) = Σ_t coef x_a x_b`` — one term (a, b, 1) per vertex pair, the
+terms (k, l, 2/(Q(Q+1))) for k ≤ l in the simplex for a collapsed stream.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from ..reference import moment_tensor, pair_index, simplex_pairs, simplex_vertic
 class SimplexLayout:
     m: int
     order: int
-    pairs: Tensor  # (P, 2) int64
+    terms: tuple[tuple[tuple[int, int, float], ...], ...]  # terms[t][j] = (a, b, coef) of stream j's form
     A: Tensor  # (S, P)
     Bm: Tensor  # (S, m, m)
     D: Tensor  # (S, m, P)
@@ -56,7 +63,23 @@ def simplex_layout(m: int, order: int) -> SimplexLayout:
                     D[s, v[k], lp[l][n]] += m3[k, l, n]
                     for o in r:
                         E[s, lp[k][l], lp[n][o]] += m4[k, l, n, o]
-    return SimplexLayout(m=m, order=order, pairs=pairs, A=A, Bm=Bm, D=D, E=E)
+    terms = (tuple((int(a), int(b), 1.0) for a, b in pairs.tolist()),)
+    return SimplexLayout(m=m, order=order, terms=terms, A=A, Bm=Bm, D=D, E=E)
+
+
+@cache
+def collapsed_layout(m: int, order: int) -> SimplexLayout:
+    """The layout of collapsed jets: one stream per simplex, h_s = E_p D²g[p, p] (spec §7b)."""
+    pair_form = simplex_layout(m, order)
+    s_count, w = simplex_vertices(m, order).shape
+    twice_c = 2.0 / (order * (order + 1))
+    local = [(k, l) for k in range(w) for l in range(k, w)]
+    terms = tuple(tuple((s + k, s + l, twice_c) for s in range(s_count)) for k, l in local)
+    zeros = torch.zeros
+    return SimplexLayout(
+        m=m, order=order, terms=terms, A=torch.eye(s_count, dtype=torch.float64), Bm=pair_form.Bm,
+        D=zeros(s_count, m, s_count, dtype=torch.float64), E=zeros(s_count, s_count, s_count, dtype=torch.float64),
+    )  # fmt: skip
 
 
 def _next_pow2(n: int, minimum: int = 16) -> int:
@@ -70,18 +93,24 @@ def _pad(t: Tensor, shape: tuple[int, ...]) -> list:
 
 
 @cache
-def _padded_lists(m: int, order: int) -> dict[str, list | int]:
-    """The padded layout as Python lists (computed once per (m, Q), outside any tracing mode)."""
+def _padded_lists(m: int, order: int, collapsed: bool) -> dict[str, list | int]:
+    """The padded layout as Python lists (computed once per (m, Q, form), outside any tracing mode)."""
     with _disable_current_modes():  # real tensors even when called while torch.compile traces the Triton ops
-        lay = simplex_layout(m, order)
+        lay = collapsed_layout(m, order) if collapsed else simplex_layout(m, order)
         s_count, p_count = lay.A.shape
         mp, pp, sp = _next_pow2(m), _next_pow2(p_count), _next_pow2(s_count)
+
+        def term_rows(field: int) -> list:
+            return [[term[field] for term in row] + [0] * (pp - len(row)) for row in lay.terms]
+
         return {
             "M_PAD": mp,
             "P_PAD": pp,
             "S_PAD": sp,
-            "pair_a": lay.pairs[:, 0].tolist(),
-            "pair_b": lay.pairs[:, 1].tolist(),
+            "TERMS": len(lay.terms),
+            "ta": term_rows(0),
+            "tb": term_rows(1),
+            "tc": term_rows(2),
             "A": _pad(lay.A, (sp, pp)),
             "Bm": _pad(lay.Bm, (sp, mp, mp)),
             "D": _pad(lay.D, (sp, mp, pp)),
@@ -95,20 +124,21 @@ def _materialize(lists: dict[str, list | int], device: torch.device) -> dict[str
         if isinstance(value, int):
             out[key] = value
         else:
-            dtype = torch.int32 if key.startswith("pair_") else torch.float32
+            dtype = torch.int32 if key in ("ta", "tb") else torch.float32
             out[key] = torch.tensor(value, dtype=dtype, device=device)
     return out
 
 
 @cache
-def _padded_on(m: int, order: int, device: torch.device) -> dict[str, Tensor | int]:
-    return _materialize(_padded_lists(m, order), device)
+def _padded_on(m: int, order: int, collapsed: bool, device: torch.device) -> dict[str, Tensor | int]:
+    return _materialize(_padded_lists(m, order, collapsed), device)
 
 
-def padded_layout(m: int, order: int, device: torch.device) -> dict[str, Tensor | int]:
+def padded_layout(m: int, order: int, device: torch.device, collapsed: bool = False) -> dict[str, Tensor | int]:
     """The layout as float32 tensors zero-padded to powers of two ≥ 16 on ``device`` (Triton ``tl.dot`` sizes),
-    plus the int32 pair endpoints. Cached per device in eager mode; fresh (graph constants) while a tracing
-    mode (torch.compile's fake tensors) is active."""
+    plus the forms' terms as (TERMS, P_PAD) tensors ``ta``, ``tb`` (int32 vertices) and ``tc`` (coefficients, 0
+    in the padding). Cached per device in eager mode; fresh (graph constants) while a tracing mode
+    (torch.compile's fake tensors) is active."""
     if _get_current_dispatch_mode() is not None:
-        return _materialize(_padded_lists(m, order), device)
-    return _padded_on(m, order, device)
+        return _materialize(_padded_lists(m, order, collapsed), device)
+    return _padded_on(m, order, collapsed, device)

@@ -24,6 +24,7 @@ from .._checks import (
 from ..reference import (
     CLOSED_FORM_VARIANTS,
     check_order,
+    collapsed_head_reference,
     num_pairs,
     num_simplices,
     pair_index,
@@ -48,12 +49,20 @@ def check_head_inputs(
     kappa: float,
     order: int,
     backend: str,
+    collapsed: bool = False,
 ) -> None:
     """Every argument of :func:`simplex_head`, checked; errors name the argument at fault."""
     for name, t in (("f", f), ("F1", first), ("F2", second), ("text_features", text_features)):
         check_floating(name, t)
     if variant not in CLOSED_FORM_VARIANTS:
         raise ValueError(f"variant must be one of {CLOSED_FORM_VARIANTS} for the fused head, got {variant!r}")
+    if not isinstance(collapsed, bool):
+        raise TypeError(f"collapsed must be a bool, got {type(collapsed).__name__}")
+    if collapsed and variant != "paper":
+        raise ValueError(
+            f"collapsed second-order jets serve only variant 'paper' (they carry E_p D²f[p, p] per simplex); "
+            f"variant {variant!r} needs the pair jets (collapsed=False)"
+        )
     if not kappa >= 0:
         raise ValueError(f"kappa must be >= 0, got {kappa!r}")
     if backend not in BACKENDS:
@@ -68,8 +77,12 @@ def check_head_inputs(
     m = first.shape[1]
     check_order(m, order)
     check_shape("F1", first, (b, m, d), "(B, m, d)")
-    p = num_pairs(m, order)
-    check_shape("F2", second, (b, p, d), f"(B, P, d) with P = {p} pairs for m={m}, order={order}")
+    if collapsed:
+        s = num_simplices(m, order)
+        check_shape("F2", second, (b, s, d), f"(B, S, d) with S = {s} simplices for m={m}, order={order} (collapsed)")
+    else:
+        p = num_pairs(m, order)
+        check_shape("F2", second, (b, p, d), f"(B, P, d) with P = {p} pairs for m={m}, order={order}")
     check_shape("text_features", text_features, (None, d), "(C, d)")
     c = text_features.shape[0]
     if c < 1:
@@ -121,13 +134,16 @@ def simplex_head(
     order: int = 3,
     backend: str = "auto",
     return_omega: bool = False,
+    collapsed: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Per-sample AdvSimplex loss from embedding jets.
 
     Args:
         f: (B, d) clean embeddings (unnormalised), float32/bfloat16/float64.
         F1: (B, m, d) first-order jets ``Df[δ_k]``.
-        F2: (B, P, d) second-order jets ``D²f[δ_k, δ_l]`` in the order of :func:`pair_index`.
+        F2: (B, P, d) second-order jets ``D²f[δ_k, δ_l]`` in the order of :func:`pair_index`; with
+            ``collapsed``, (B, S, d) collapsed jets ``F̄_s = Σ_{k,l} M_kl D²f[δ_k, δ_l]`` of each simplex
+            (spec §7b; variant ``paper`` only).
         text_features: (C, d) unit-norm class embeddings.
         labels: (B,) int64 class indices.
         weights: (B, S) simplex weights ω (treated as constants), S = m − order + 2.
@@ -135,6 +151,7 @@ def simplex_head(
         lam, variant, kappa, order: loss options (spec §5, §6).
         backend: ``auto``, ``reference``, ``cpp``, ``cuda`` or ``triton`` (see :func:`resolve_backend`).
         return_omega: also return Ω (B, S).
+        collapsed: F2 holds collapsed jets (one per simplex) instead of pair jets; same loss and Ω.
 
     Returns:
         loss (B,) = ``CE(z(x), y) + λ Σ_i ω_i Ω_i`` (float32, or float64 for float64 inputs),
@@ -144,12 +161,14 @@ def simplex_head(
     check_head_inputs(
         f, F1, F2, text_features, labels, weights,
         logit_scale=logit_scale, lam=lam, variant=variant, kappa=kappa, order=order, backend=backend,
+        collapsed=collapsed,
     )  # fmt: skip
     chosen = resolve_backend(backend, f.device)
     if chosen == "reference":
         loss, omega = _reference_head(
             f, F1, F2, text_features, labels, weights,
             logit_scale=logit_scale, lam=float(lam), variant=variant, kappa=float(kappa), order=order,
+            collapsed=collapsed,
         )  # fmt: skip
         return (loss, omega) if return_omega else loss
     if torch._C._are_functorch_transforms_active():
@@ -159,7 +178,7 @@ def simplex_head(
         )
     args = op_arguments(
         f, F1, F2, text_features, labels, weights,
-        logit_scale=logit_scale, lam=lam, variant=variant, kappa=kappa, order=order,
+        logit_scale=logit_scale, lam=lam, variant=variant, kappa=kappa, order=order, collapsed=collapsed,
     )  # fmt: skip
     if chosen == "triton":
         if f.dtype == torch.float64:
@@ -190,19 +209,23 @@ def row_scale(f: Tensor) -> Tensor:
 
 def _reference_head(
     f: Tensor, F1: Tensor, F2: Tensor, text: Tensor, labels: Tensor, weights: Tensor, *,
-    logit_scale: float | Tensor, lam: float, variant: str, kappa: float, order: int,
+    logit_scale: float | Tensor, lam: float, variant: str, kappa: float, order: int, collapsed: bool,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     """The reference head under the fused backends' conventions: float32 (float64) math whatever autocast asks
     for, int32 or int64 labels, weights as constants, jets rescaled per row (:func:`row_scale`)."""
     compute = torch.float64 if f.dtype == torch.float64 else torch.float32
     f, F1, F2, text = (t.to(compute) for t in (f, F1, F2, text))
     scale = row_scale(f)
-    pairs = pair_index(F1.shape[1], order)
+    f, F1, F2 = f * scale, F1 * scale[..., None], F2 * scale[..., None]
+    labels, weights = labels.long(), weights.detach().to(compute)
     with torch.autocast(f.device.type, enabled=False):  # the autocast policy: compute in fp32 (fp64)
+        if collapsed:
+            return collapsed_head_reference(
+                f, F1, F2, text, labels, weights, logit_scale=logit_scale, lam=lam, kappa=kappa, order=order
+            )
         return simplex_head_reference(
-            f * scale, F1 * scale[..., None], F2 * scale[..., None], text, labels.long(),
-            weights.detach().to(compute), pairs, logit_scale=logit_scale, lam=lam, variant=variant, kappa=kappa,
-            order=order,
+            f, F1, F2, text, labels, weights, pair_index(F1.shape[1], order),
+            logit_scale=logit_scale, lam=lam, variant=variant, kappa=kappa, order=order,
         )  # fmt: skip
 
 
@@ -219,12 +242,13 @@ def op_arguments(
     variant: str,
     kappa: float,
     order: int,
+    collapsed: bool = False,
 ) -> tuple:
     """The positional arguments of the registered forward ops (``torch.ops.advsimplex.simplex_head_forward``,
     ``simplex_head_triton_forward``) for :func:`simplex_head`'s arguments; ``weights`` are constants."""
     return (
         f, F1, F2, text_features, labels.long(), weights.detach(),
-        float(logit_scale), float(lam), *variant_coefficients(variant, kappa), int(order),
+        float(logit_scale), float(lam), *variant_coefficients(variant, kappa), int(order), bool(collapsed),
     )  # fmt: skip
 
 
@@ -252,25 +276,28 @@ def _register_triton_ops() -> None:
     def triton_forward(
         f: Tensor, F1: Tensor, F2: Tensor, text: Tensor, labels: Tensor, weights: Tensor,
         logit_scale: float, lam: float, c_jp2: float, c_qsq: float, c_jpq: float, c_q2: float, order: int,
+        collapsed: bool,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
-        options = (logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order)
+        options = (logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order, collapsed)
         _, m, _, _, c = check_inputs(f, F1, F2, text, labels, weights, *options, triton=True)
-        layout = padded_layout(m, order, f.device)
-        return kernels.forward(f, F1, F2, text, checked_labels(labels, c), weights, *options, layout=layout)
+        layout = padded_layout(m, order, f.device, collapsed)
+        labels = checked_labels(labels, c)
+        return kernels.forward(f, F1, F2, text, labels, weights, *options[:-1], layout=layout)  # the layout: collapsed
 
     @torch.library.triton_op("advsimplex::simplex_head_triton_backward", mutates_args=())
     def triton_backward(
         grad_loss: Tensor, grad_omega: Tensor | None, f: Tensor, F1: Tensor, F2: Tensor, text: Tensor,
         labels: Tensor, weights: Tensor, logits: Tensor, normalized: Tensor, stats: Tensor,
         logit_scale: float, lam: float, c_jp2: float, c_qsq: float, c_jpq: float, c_q2: float, order: int,
-        text_grad: bool,
+        collapsed: bool, text_grad: bool,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
-        options = (logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order)
+        options = (logit_scale, lam, c_jp2, c_qsq, c_jpq, c_q2, order, collapsed)
         sizes = check_inputs(f, F1, F2, text, labels, weights, *options, triton=True)
         check_saved(f, grad_loss, grad_omega, logits, normalized, stats, sizes, order)
+        saved = (logits, normalized, stats)
         return kernels.backward(
-            grad_loss, grad_omega, f, F1, F2, text, labels, weights, logits, normalized, stats, *options, text_grad,
-            layout=padded_layout(sizes[1], order, f.device),
+            grad_loss, grad_omega, f, F1, F2, text, labels, weights, *saved, *options[:-1], text_grad,
+            layout=padded_layout(sizes[1], order, f.device, collapsed),
         )  # fmt: skip
 
     register("advsimplex::simplex_head_triton_forward", "advsimplex::simplex_head_triton_backward", triton=True)
