@@ -122,6 +122,17 @@ def _row_scale(amax):
 
 
 @triton.jit
+def _term_rows(ta_ptr, tb_ptr, tc_ptr, F1, c, t, p, offs, mask, d, P_PAD: tl.constexpr):
+    """Term t of stream p's form: its vertices a, b, coefficient, and the scaled rows c·f_a, c·f_b."""
+    ia = tl.load(ta_ptr + t * P_PAD + p)
+    ib = tl.load(tb_ptr + t * P_PAD + p)
+    coef = tl.load(tc_ptr + t * P_PAD + p)
+    fa = c * tl.load(F1 + ia * d + offs, mask=mask, other=0.0)
+    fb = c * tl.load(F1 + ib * d + offs, mask=mask, other=0.0)
+    return ia, ib, coef, fa, fb
+
+
+@triton.jit
 def normalize_forward_kernel(
     f_ptr, F1_ptr, F2_ptr, ta_ptr, tb_ptr, tc_ptr, out_ptr, scale, m, P, d,
     P_PAD: tl.constexpr, TERMS: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -149,11 +160,7 @@ def normalize_forward_kernel(
         e = tl.sum(tl.zeros([BLOCK_D], dtype=tl.float32))  # Σ coef (γ − 3 α_a α_b)
         cross = tl.zeros([BLOCK_D], dtype=tl.float32)  # Σ coef (α_b f_a + α_a f_b)
         for t in tl.static_range(TERMS):
-            ia = tl.load(ta_ptr + t * P_PAD + p)
-            ib = tl.load(tb_ptr + t * P_PAD + p)
-            coef = tl.load(tc_ptr + t * P_PAD + p)
-            fa = c * tl.load(F1 + ia * d + offs, mask=mask, other=0.0)
-            fb = c * tl.load(F1 + ib * d + offs, mask=mask, other=0.0)
+            _, _, coef, fa, fb = _term_rows(ta_ptr, tb_ptr, tc_ptr, F1, c, t, p, offs, mask, d, P_PAD)
             alpha_a = tl.sum(n * fa)
             alpha_b = tl.sum(n * fb)
             e += coef * (tl.sum(fa * fb) - 3.0 * alpha_a * alpha_b)
@@ -210,11 +217,7 @@ def normalize_backward_kernel(
         e = tl.sum(tl.zeros([BLOCK_D], dtype=tl.float32))  # Σ coef (γ − 3 α_a α_b)
         cross = tl.sum(tl.zeros([BLOCK_D], dtype=tl.float32))  # Σ coef (α_a f_b·g + α_b f_a·g)
         for q in tl.static_range(TERMS):
-            ia = tl.load(ta_ptr + q * P_PAD + p)
-            ib = tl.load(tb_ptr + q * P_PAD + p)
-            coef = tl.load(tc_ptr + q * P_PAD + p)
-            fa = c * tl.load(F1 + ia * d + offs, mask=mask, other=0.0)
-            fb = c * tl.load(F1 + ib * d + offs, mask=mask, other=0.0)
+            ia, ib, coef, fa, fb = _term_rows(ta_ptr, tb_ptr, tc_ptr, F1, c, q, p, offs, mask, d, P_PAD)
             alpha_a = tl.sum(tl.where(mi == ia, alphas, 0.0))
             alpha_b = tl.sum(tl.where(mi == ib, alphas, 0.0))
             fa_g = tl.sum(fa * gp)
