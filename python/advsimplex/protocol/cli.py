@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="folder holding the seven sets (default $ADVSIMPLEX_DATA or ../shared/data)")
     p.add_argument("--methods", help="comma-separated subset of the methods (default: all that advsimplex.train has)")
     p.add_argument("--workers", type=int, default=_cpus(), help="parallel jobs (processes)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per job")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per job (and of the pre-training)")
     p.add_argument("--pretrain-only", action="store_true", help="only pre-train (or show) the proxy and exit")
     p.add_argument("--print-plan", action="store_true", help="print the plan as JSON and exit")
     p.add_argument("--progress", action="store_true", help="progress bars of the training runs")
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.pretrain_only:
             import torch
 
-            torch.set_num_threads(args.workers * args.threads)
+            torch.set_num_threads(args.threads)
             _, record = ensure_proxy(plan, args.cache, str(data_root), progress=args.progress)
             print(json.dumps(record, indent=2))
             return 0

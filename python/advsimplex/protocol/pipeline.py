@@ -2,7 +2,7 @@
 
 Work is split into jobs (one per fine-tuning run: train, then evaluate the ``test`` and ``val`` parts;
 one for the proxy itself; then AutoAttack for the proxy and each method's chosen run) that run in
-``jobs`` worker processes of ``threads`` threads each (the small proxy gains little from intra-op threads,
+``workers`` processes of ``threads`` torch threads each (the small proxy gains little from intra-op threads,
 so a 2-core machine runs two jobs of one thread). Every finished training run and evaluated part is
 cached under ``out`` (``runs/<id>.json`` + ``runs/<id>/``, ``evals/<id>.<part>.json``), so a second
 invocation continues where the first stopped, resuming an interrupted training run from its checkpoint.
@@ -31,8 +31,9 @@ from .training import ProtocolError, check_keys, method_available, run_training
 log = logging.getLogger("advsimplex.protocol")
 
 PROXY_ID = "proxy"
-COST = {"sampled": 10.0, "advsimplex-taylor2": 4.0, "advsimplex": 4.0, "trades": 1.3}
-"""Relative CPU cost per training step (measured on the proxy; others ≈ 1), to start long jobs first."""
+COST = {"sampled": 13.0, "advsimplex-taylor2": 4.7, "advsimplex": 4.5, "trades": 1.9}
+"""CPU cost of a training step relative to TeCoA's (measured on the proxy at batch 64, m = 10: TeCoA, FARE,
+PMG and AGFT 0.7-0.8 s; TRADES 1.4 s; AdvSimplex 3.3 s, taylor2 3.5 s; sampled 9.7 s), to start long jobs first."""
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,7 @@ def run_protocol(
         log.warning("method %s is left out: advsimplex.train does not offer it (%s)", name, reason)
     import torch
 
-    torch.set_num_threads(max(1, workers * threads))
+    torch.set_num_threads(threads)  # pre-training too: two threads on two shared cores ran 4× slower than one
     t0 = time.perf_counter()
     proxy_model, proxy = ensure_proxy(plan, cache, data_root, progress=progress)
     pretrain_seconds = time.perf_counter() - t0

@@ -130,7 +130,8 @@ def _markdown(plan: ProtocolPlan, summary: dict, rows: list[dict], records: list
         f"- **Proxy**: `{pre['model']}`, contrastive pre-training (`clip`) for {proxy.get('steps')} steps × "
         f"{pre['batch_size']} ({pre.get(budget)} {budget}) on the held-in parts of the seven training splits "
         f"({proxy.get('images')} images, {proxy.get('classes')} joint classes, "
-        f"{proxy.get('captions_per_class')} caption templates), {proxy.get('train_seconds', 0) / 60:.1f} min.",
+        f"{proxy.get('captions_per_class')} caption templates), {proxy.get('train_seconds', 0) / 60:.1f} min wall "
+        f"({proxy.get('cpu_seconds', 0) / 60:.1f} CPU-min).",
         f"- **Fine-tuning** (every method the same budget): `{ft['dataset']}`, {ft['steps']} steps × "
         f"{ft['batch_size']}, PGD path m = {ft['attack_steps']}, ε = {_eps(ft['eps'])}, α = {_eps(ft['alpha'])}, "
         f"{ft['optimizer']} lr {ft['lr']:g} (weight decay {ft['weight_decay']:g}), {ft['warmup_steps']} warmup steps "

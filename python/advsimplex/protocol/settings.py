@@ -89,7 +89,7 @@ class EvalPlan:
     eps: tuple[float, ...] = (1 / 255, 2 / 255)
     pgd_steps: int = 20
     autoattack_eps: float = 1 / 255
-    autoattack_samples: int = 100
+    autoattack_samples: int = 50
     autoattack_iters: int = 100
     autoattack_targets: int = 9
     batch_size: int = 250
