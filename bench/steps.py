@@ -21,6 +21,7 @@ from advsimplex.train.modeling import load_model, prepare_model, trainable_param
 # Providers of the full-step benchmark: a label → the training-config overrides that define it.
 METHODS = {
     "advsimplex": {"method": "advsimplex"},
+    "advsimplex-pairs": {"method": "advsimplex", "second_order": "pairs"},
     "advsimplex-generic": {"method": "advsimplex", "jets": "generic"},
     "tecoa": {"method": "tecoa"},
     "sampled-10": {"method": "sampled", "samples": 10},

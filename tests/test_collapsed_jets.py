@@ -156,3 +156,41 @@ def test_third_order_parameter_gradient_of_collapsed_omega_vs_fd(name, order):
     h = 1e-5
     fd = (4 * (shifted(h) - shifted(-h)) / (2 * h) - (shifted(2 * h) - shifted(-2 * h)) / (4 * h)) / 3
     assert abs(ad - fd) <= 1e-8 * abs(fd), (ad, fd, abs(ad - fd) / abs(fd))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpp"])
+@pytest.mark.parametrize("order", [3, 4])
+def test_loss_picks_the_collapsed_plan_for_paper_with_unchanged_results(backend, order, monkeypatch):
+    """AdvSimplexLoss and simplex_alignment carry collapsed jets for ``paper`` (``second_order="auto"``) and give the
+    pair-based loss, Ω and parameter gradients (float64)."""
+    from advsimplex import AdvSimplexLoss, ZeroShotModel, backends, simplex_alignment
+    from advsimplex import zeroshot as zeroshot_module
+    from helpers import micro_clip
+
+    if backend == "cpp" and not backends()["cpp"][0]:
+        pytest.skip("no compiled extension")
+    clip = micro_clip(seed=4)
+    model = ZeroShotModel.from_clip(clip, unit_rows(4, 8), 20.0)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(3, 3, 8, 8, generator=g, dtype=torch.float64), torch.tensor([0, 3, 1])
+    plans = []
+    original = zeroshot_module.vit_jets
+    monkeypatch.setattr(zeroshot_module, "vit_jets", lambda *a, **k: plans.append(a[3]) or original(*a, **k))
+    results = []
+    for second_order in ("auto", "pairs"):
+        clip.zero_grad()
+        fn = AdvSimplexLoss(steps=4, eps=4 / 255, alpha=2 / 255, order=order, backend=backend, weighting="uniform",
+                            second_order=second_order)  # fmt: skip
+        loss, details = fn(model, x, y, generator=torch.Generator().manual_seed(2), return_details=True)
+        loss.backward()
+        results.append((loss.detach(), details.omega, [p.grad.clone() for p in clip.visual.parameters()]))
+    assert plans[0].is_collapsed and not plans[1].is_collapsed
+    (loss_c, omega_c, grads_c), (loss_p, omega_p, grads_p) = results
+    assert rel_err(loss_c, loss_p) < 1e-12 and rel_err(omega_c, omega_p) < 1e-11
+    assert max(rel_err(a, b) for a, b in zip(grads_c, grads_p)) < 1e-10
+    deltas = (torch.rand(3, 4, 3, 8, 8, generator=g, dtype=torch.float64) - 0.5) * (8 / 255)
+    collapsed = simplex_alignment(model, x, deltas, order=order, kappa=1.5)
+    pairs = simplex_alignment(model, x, deltas, order=order, kappa=1.5, second_order="pairs")
+    assert rel_err(collapsed, pairs) < 1e-12
+    with pytest.raises(ValueError, match="collapsed' serves variant 'paper' only"):
+        simplex_alignment(model, x, deltas, variant="taylor2", second_order="collapsed")

@@ -26,6 +26,8 @@ from .reference import VARIANTS, check_order, simplex_vertices
 from .reference.plan import JetPlan
 from .zeroshot import ZeroShotModel
 
+SECOND_ORDER = ("auto", "pairs", "collapsed")
+
 
 @dataclass(frozen=True)
 class AlignmentSettings:
@@ -36,7 +38,10 @@ class AlignmentSettings:
     - ``samples``: Monte-Carlo points per simplex (``sampled`` only);
     - ``order``: simplex order Q, 3 (triangles) or 4 (tetrahedra);
     - ``backend``: the fused head's backend (:func:`advsimplex.simplex_head`);
-    - ``sample_batch_size``: perturbed images per forward pass of ``sampled`` (None: all at once).
+    - ``sample_batch_size``: perturbed images per forward pass of ``sampled`` (None: all at once);
+    - ``second_order``: which second-order jets the closed forms consume (:data:`SECOND_ORDER`): ``auto``
+      (collapsed simplex streams for ``paper``, the only variant that needs no more; pair streams otherwise,
+      spec §7b), ``pairs`` or ``collapsed`` (``paper`` only). Results agree to rounding.
     """
 
     variant: str = "paper"
@@ -45,6 +50,7 @@ class AlignmentSettings:
     order: int = 3
     backend: str = "auto"
     sample_batch_size: int | None = None
+    second_order: str = "auto"
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -57,10 +63,21 @@ class AlignmentSettings:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.sample_batch_size is not None:
             check_count("sample_batch_size", self.sample_batch_size)
+        if self.second_order not in SECOND_ORDER:
+            raise ValueError(f"second_order must be one of {SECOND_ORDER}, got {self.second_order!r}")
+        if self.second_order == "collapsed" and self.variant != "paper":
+            raise ValueError(
+                f"second_order 'collapsed' serves variant 'paper' only; {self.variant!r} needs the pair streams "
+                "(products of second-order terms)"
+            )
 
     def plan(self, m: int, device: torch.device) -> JetPlan:
-        """The second-order streams the closed form consumes (:meth:`JetPlan.for_variant`)."""
-        return JetPlan.pairwise(m, self.order, device)
+        """The second-order streams the closed form consumes (:meth:`JetPlan.for_variant` for ``auto``)."""
+        if self.second_order == "pairs":
+            return JetPlan.pairwise(m, self.order, device)
+        if self.second_order == "collapsed":
+            return JetPlan.collapsed(m, self.order)
+        return JetPlan.for_variant(self.variant, m, self.order, device)
 
 
 @dataclass
@@ -162,7 +179,8 @@ def simplex_terms(
         omega = sampled_alignment(model, x, deltas, probs, settings, generator)
         ce = F.cross_entropy(logits, labels, reduction="none")
         return SimplexTerms(ce + lam * (w.to(omega.dtype) * omega).sum(dim=-1), omega, ce.detach(), clean, w)
-    jets = model.jets(x, deltas, settings.plan(deltas.shape[1], x.device))
+    plan = settings.plan(deltas.shape[1], x.device)
+    jets = model.jets(x, deltas, plan)
     with torch.no_grad():
         logits = model.head(jets.value.float())
         clean = torch.softmax(logits, dim=-1).gather(1, labels[:, None]).squeeze(1)
@@ -172,7 +190,7 @@ def simplex_terms(
     per_sample, omega = simplex_head(
         jets.value, jets.first, jets.second, model.text_features.to(dtype), labels, w.to(dtype),
         logit_scale=model.logit_scale, lam=lam, variant=settings.variant, kappa=settings.kappa, order=settings.order,
-        backend=settings.backend, return_omega=True,
+        backend=settings.backend, return_omega=True, collapsed=plan.is_collapsed,
     )  # fmt: skip
     return SimplexTerms(per_sample, omega, ce, clean, w)
 
@@ -188,6 +206,7 @@ def simplex_alignment(
     order: int = 3,
     backend: str = "reference",
     sample_batch_size: int | None = None,
+    second_order: str = "auto",
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Per-simplex alignment Ω (B, m − order + 2) of a trajectory (spec §5).
@@ -205,12 +224,13 @@ def simplex_alignment(
         backend: backend of the fused head (:func:`advsimplex.simplex_head`); the default ``reference`` is
             differentiable to any order and under torch.func.
         sample_batch_size: perturbed images per forward pass (``sampled``).
+        second_order: ``auto`` (collapsed jets for ``paper``, pair jets otherwise), ``pairs`` or ``collapsed``.
         generator: random source of the ``sampled`` variant.
 
     Differentiable with respect to the model's parameters (third-order derivatives of the tower for the closed
     forms). float64 inputs are supported throughout.
     """
-    settings = AlignmentSettings(variant, kappa, samples, order, backend, sample_batch_size)
+    settings = AlignmentSettings(variant, kappa, samples, order, backend, sample_batch_size, second_order)
     check_model(model).check_images(x, "x")
     check_deltas(deltas, x, order)
     labels = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)  # CE is not part of Ω (λ = 0 below)

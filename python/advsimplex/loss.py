@@ -46,6 +46,8 @@ class AdvSimplexLoss(nn.Module):
         order: simplex order Q (3 or 4). weighting: ``impact``, ``uniform`` or ``linear``.
         backend: backend of the fused head (see :func:`advsimplex.simplex_head`).
         sample_batch_size: perturbed images per forward pass (``sampled``).
+        second_order: the jets' second-order streams: ``auto`` (collapsed for ``paper``, spec §7b; pairs for the
+            other closed forms), ``pairs`` or ``collapsed``.
 
     Call: ``loss = loss_fn(model, images, labels)`` with ``model`` a :class:`~advsimplex.ZeroShotModel` (it owns
     the tower, the class embeddings, the logit scale and the jet options), ``images`` pixels (B, 3, H, W) in
@@ -67,10 +69,11 @@ class AdvSimplexLoss(nn.Module):
         backend: str = "auto",
         init_std: float = 1e-3,
         sample_batch_size: int | None = None,
+        second_order: str = "auto",
     ) -> None:
         super().__init__()
         check_budget(eps, alpha, steps)
-        self.alignment = AlignmentSettings(variant, kappa, samples, order, backend, sample_batch_size)
+        self.alignment = AlignmentSettings(variant, kappa, samples, order, backend, sample_batch_size, second_order)
         check_order(steps, order)
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")

@@ -89,6 +89,10 @@ class TrainConfig:
     jet_chunk_size: int | None = _f(
         None, "generic torch.func jets: pair streams per vmapped call (memory)", "method", resume="free"
     )
+    second_order: str = _f(
+        "auto", "second-order jets of the closed form: auto (collapsed for paper), pairs or collapsed", "method",
+        resume="free",
+    )  # fmt: skip
     sample_batch_size: int | None = _f(
         None, "perturbed images per forward pass of the sampled method (memory)", "method", resume="free"
     )

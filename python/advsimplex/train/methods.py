@@ -53,6 +53,7 @@ class AdvSimplexObjective(Objective):
             steps=cfg.attack_steps, eps=cfg.eps, alpha=cfg.alpha, lam=cfg.lam, kappa=cfg.kappa, samples=cfg.samples,
             variant="sampled" if sampled else cfg.variant, order=cfg.order, weighting=cfg.weighting,
             backend=cfg.backend, init_std=cfg.init_std, sample_batch_size=cfg.sample_batch_size,
+            second_order=cfg.second_order if not sampled else "auto",
         )  # fmt: skip
 
     def forward(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, Metrics]:

@@ -92,6 +92,7 @@ def _check_data(c: _Checks, cfg: ConfigLike) -> None:
 
 
 def _check_method(c: _Checks, cfg: ConfigLike) -> None:
+    from ..alignment import SECOND_ORDER
     from ..ops.simplex_head import BACKENDS
     from ..reference import CLOSED_FORM_VARIANTS, WEIGHTINGS
 
@@ -110,6 +111,9 @@ def _check_method(c: _Checks, cfg: ConfigLike) -> None:
         _check_jet_options(cfg)
     if cfg.method == "advsimplex":
         c.choice("variant", CLOSED_FORM_VARIANTS)
+        c.choice("second_order", SECOND_ORDER)
+        c.need(cfg.second_order != "collapsed" or cfg.variant == "paper", "second_order",
+               "collapsed serves variant paper only (the other closed forms need the pair streams)")  # fmt: skip
         c.in_range("kappa", 0, math.inf, lo_open=True, hi_open=True)
     if cfg.method == "sampled":
         c.count("samples")
