@@ -38,7 +38,8 @@ def test_cuda_sources_compile_without_a_gpu(tmp_path):
         "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
         "has = torch._C._dispatch_has_kernel_for_dispatch_key\n"
         "ops = [f'advsimplex::simplex_head_{d}' for d in ('forward', 'backward')]\n"
-        "print(all(has(op, key) for op in ops for key in ('CPU', 'CUDA')))\n"
+        "keys = ('CPU', 'CUDA', 'AutocastCPU', 'AutocastCUDA')\n"
+        "print(all(has(op, key) for op in ops for key in keys))\n"
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert loaded.returncode == 0, loaded.stderr[-4000:]

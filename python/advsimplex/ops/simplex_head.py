@@ -139,13 +139,14 @@ def simplex_head(
     """Per-sample AdvSimplex loss from embedding jets.
 
     Args:
-        f: (B, d) clean embeddings (unnormalised), float32/bfloat16/float64.
+        f: (B, d) clean embeddings (unnormalised), float64/float32/bfloat16/float16; F1, F2 and
+            ``text_features`` share its dtype. Any common scale of (f, F1, F2) gives the same result.
         F1: (B, m, d) first-order jets ``Df[δ_k]``.
         F2: (B, P, d) second-order jets ``D²f[δ_k, δ_l]`` in the order of :func:`pair_index`; with
             ``collapsed``, (B, S, d) collapsed jets ``F̄_s = Σ_{k,l} M_kl D²f[δ_k, δ_l]`` of each simplex
             (spec §7b; variant ``paper`` only).
         text_features: (C, d) unit-norm class embeddings.
-        labels: (B,) int64 class indices.
+        labels: (B,) int64 or int32 class indices in [0, C).
         weights: (B, S) simplex weights ω (treated as constants), S = m − order + 2.
         logit_scale: s > 0 (float or 0-d tensor; a constant for the fused backends).
         lam, variant, kappa, order: loss options (spec §5, §6).
@@ -157,6 +158,7 @@ def simplex_head(
         loss (B,) = ``CE(z(x), y) + λ Σ_i ω_i Ω_i`` (float32, or float64 for float64 inputs),
         and Ω (B, S) when ``return_omega``. Differentiable with respect to f, F1, F2 and T.
         The fused backends support backward only (no double backward, no torch.func transforms).
+        Under ``torch.autocast`` every backend still computes in float32 (float64 for float64 inputs).
     """
     check_head_inputs(
         f, F1, F2, text_features, labels, weights,
