@@ -31,9 +31,10 @@ from .training import ProtocolError, check_keys, method_available, run_training
 log = logging.getLogger("advsimplex.protocol")
 
 PROXY_ID = "proxy"
-COST = {"sampled": 13.0, "advsimplex-taylor2": 4.7, "advsimplex": 4.5, "trades": 1.9}
-"""CPU cost of a training step relative to TeCoA's (measured on the proxy at batch 64, m = 10: TeCoA, FARE,
-PMG and AGFT 0.7-0.8 s; TRADES 1.4 s; AdvSimplex 3.3 s, taylor2 3.5 s; sampled 9.7 s), to start long jobs first."""
+COST = {"sampled": 17.0, "advsimplex-taylor2": 3.8, "advsimplex": 2.8, "trades": 2.2}
+"""CPU cost of a training step relative to TeCoA's (measured on the proxy at batch 64, m = 10, one thread: TeCoA
+0.52 s, AGFT 0.56, FARE 0.65, PMG 0.70, TRADES 1.14, AdvSimplex 1.43, taylor2 1.99, sampled 9.15), to start long
+jobs first."""
 
 
 @dataclass(frozen=True)
