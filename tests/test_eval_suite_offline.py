@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from advsimplex.data import default_data_root, load_dataset
+from advsimplex.data.folders import OFFLINE_SETS, UnionImages, heldout_indices, open_source, union_source
 from advsimplex.evaluation import markdown_report, parse_templates, resolve_datasets
 from advsimplex.evaluation.cli import main
-from advsimplex.evaluation.offline import OFFLINE_SETS, UnionImages, heldout_indices, open_source, union_source
 from advsimplex.evaluation.report import plot_tradeoff
 from advsimplex.evaluation.suite import OFFLINE_SUITE, OFFLINE_VAL_SUITE, PAPER_SUITE, SUITE, suite_table
 

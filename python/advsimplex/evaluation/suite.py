@@ -64,8 +64,15 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from ..data import NpzImageDataset, ResizedImages, default_data_root, load_dataset
-from .offline import OFFLINE_SETS, OfflineSet, open_source
+from ..data import (
+    OFFLINE_SETS,
+    NpzImageDataset,
+    OfflineSet,
+    ResizedImages,
+    default_data_root,
+    load_dataset,
+    open_source,
+)
 
 PAPER_SUITE = (
     "imagenet", "cifar10", "cifar100", "stl10", "caltech101", "caltech256", "pets", "flowers102", "food101",

@@ -58,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from ..evaluation.suite import DatasetNotFoundError, resolve_data_root
-    from .pipeline import PROXY_ID, run_protocol
+    from .layout import PROXY_ID
+    from .pipeline import run_protocol
     from .proxy import ensure_proxy
     from .settings import build_plan
 

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
 
+from .layout import PROXY_ID, Paths
 from .proxy import ensure_proxy
 from .scoring import PARTS, evaluate_part
 from .selection import choose_knobs
@@ -30,7 +31,6 @@ from .training import ProtocolError, check_keys, method_available, run_training
 
 log = logging.getLogger("advsimplex.protocol")
 
-PROXY_ID = "proxy"
 COST = {"sampled": 17.0, "advsimplex-taylor2": 3.8, "advsimplex": 2.8, "trades": 2.2}
 """CPU cost of a training step relative to TeCoA's (measured on the proxy at batch 64, m = 10, one thread: TeCoA
 0.52 s, AGFT 0.56, FARE 0.65, PMG 0.70, TRADES 1.14, AdvSimplex 1.43, taylor2 1.99, sampled 9.15), to start long
@@ -50,23 +50,6 @@ class Job:
     value: float | None = None
     cost: float = 1.0
     model: str | None = None
-
-
-@dataclass
-class Paths:
-    out: Path
-
-    def run_dir(self, run_id: str) -> Path:
-        return self.out / "runs" / run_id
-
-    def run_record(self, run_id: str) -> Path:
-        return self.out / "runs" / f"{run_id}.json"
-
-    def eval_file(self, run_id: str, part: str) -> Path:
-        return self.out / "evals" / f"{run_id}.{part}.json"
-
-    def log_file(self, run_id: str) -> Path:
-        return self.out / "logs" / f"{run_id}.log"
 
 
 @dataclass

@@ -19,8 +19,7 @@ import logging
 import time
 from pathlib import Path
 
-from ..data import load_dataset
-from ..evaluation.offline import OFFLINE_SETS
+from ..data import OFFLINE_SETS, load_dataset
 from ..evaluation.prompts import parse_templates
 from ..zeroshot import DEFAULT_TEMPLATES
 from .settings import EvalPlan, ProtocolPlan

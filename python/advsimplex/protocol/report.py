@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..evaluation import markdown_report, write_results
 from ..evaluation.report import plot_tradeoff
+from .layout import PROXY_ID, Paths
 from .scoring import PARTS, cached_part
 from .selection import averages
 from .settings import MethodSpec, ProtocolPlan
@@ -65,7 +66,6 @@ def write_report(
     data_root: str,
 ) -> dict:
     """Write the four outputs (module docstring) and return the summary."""
-    from .pipeline import PROXY_ID, Paths
 
     paths = Paths(out)
     runs = [(PROXY_ID, None, None)] + [(s.run_id(v), s, v) for s in methods for v in s.points()]

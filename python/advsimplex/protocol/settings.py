@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 
-from ..evaluation.offline import union_source
+from ..data import union_source
 
 PROXY_MODEL = "advsimplex-proxy-vit"
 

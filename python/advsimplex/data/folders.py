@@ -15,7 +15,7 @@ source                               images
 ==================================== =================================================================
 
 The seven sets of ``../shared/data`` (:data:`OFFLINE_SETS`) make the ``offline`` evaluation suite
-(:mod:`.suite`), the ``offline-val`` suite of their held-out parts (for choosing hyper-parameters
+(:mod:`advsimplex.evaluation.suite`), the ``offline-val`` suite of their held-out parts (for choosing hyper-parameters
 without the test splits), and the training data of the proxy CLIP (``<all seven>:fit`` joined by ``+``).
 """
 
@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..data import NpzImageDataset, default_data_root
+from .arrays import NpzImageDataset, default_data_root
 
 HELDOUT_FRACTION = 0.1
 """Share of every class of a training split held out as its ``val`` part (at least one image of a class
@@ -46,7 +46,7 @@ _FOLDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 class OfflineSet:
     """One of the seven shared 32×32 sets: its folder under the data root, suite names and prompt key.
 
-    ``template_key`` names its OpenAI template ensemble (:mod:`.prompts`): a key of
+    ``template_key`` names its OpenAI template ensemble (:mod:`advsimplex.evaluation.prompts`): a key of
     ``zeroshot_metadata.json``, or ``imagenet`` for open_clip's 80 OpenAI ImageNet templates
     (Tiny-ImageNet's classes are ImageNet classes).
     """
