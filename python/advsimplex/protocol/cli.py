@@ -7,6 +7,7 @@ Examples::
     advsimplex-protocol --pretrain-only          # only the proxy CLIP (cached in runs/proxy)
     advsimplex-protocol --methods advsimplex,tecoa --out runs/two-methods
     advsimplex-protocol --print-plan             # the runs and settings, nothing is run
+    advsimplex-protocol --ablations              # the protocol plus AdvSimplex with uniform ω and with Q = 4
 
 A second invocation with the same ``--out`` continues where the first stopped.
 """
@@ -43,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="result folder (default runs/protocol, runs/protocol-quick with --quick)")
     p.add_argument("--cache", default="runs/proxy", help="folder of the cached proxy CLIP(s)")
     p.add_argument("--data-root", help="folder holding the seven sets (default $ADVSIMPLEX_DATA or ../shared/data)")
+    p.add_argument(
+        "--ablations",
+        action="store_true",
+        help="also AdvSimplex with uniform weights and with Q = 4 (same λ values; same --out reuses runs)",
+    )
     p.add_argument("--methods", help="comma-separated subset of the methods (default: all that advsimplex.train has)")
     p.add_argument("--workers", type=int, default=_cpus(), help="parallel jobs (processes)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per job (and of the pre-training)")
@@ -65,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.workers < 1 or args.threads < 1:
         parser.error("--workers and --threads must be positive")
-    plan = build_plan(args.quick)
+    plan = build_plan(args.quick, args.ablations)
     if args.methods:
         try:
             plan = plan.with_methods([m.strip() for m in args.methods.split(",") if m.strip()])

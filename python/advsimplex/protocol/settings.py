@@ -52,8 +52,10 @@ class MethodSpec:
         return {"method": self.method, **self.fixed, **({k: value for k in self.keys} if value is not None else {})}
 
 
-def method_specs(quick: bool) -> list[MethodSpec]:
-    """The eight methods of the protocol with their knob values (two per knob in ``quick``).
+def method_specs(quick: bool, ablations: bool = False) -> list[MethodSpec]:
+    """The eight methods of the protocol with their knob values (two per knob in ``quick``); with ``ablations``
+    also AdvSimplex (paper) with uniform simplex weights instead of the impact weights, and with tetrahedra
+    (Q = 4) instead of triangles, over the same λ values (the diagnosis of where AdvSimplex loses).
 
     λ of advsimplex/sampled multiplies an alignment term whose first-order part grows with the square of
     the logit scale (about 15-20 for the proxy against CLIP's 100), hence values above the paper's 0.6.
@@ -75,7 +77,12 @@ def method_specs(quick: bool) -> list[MethodSpec]:
         MethodSpec("pmg", "pmg", "PMG-AFT", "w", "w", ("pmg_orig_weight", "pmg_clean_weight"), pmg),
         MethodSpec("trades", "trades", "TRADES", "β", "beta", ("trades_beta",), trades),
         MethodSpec("agft", "agft", "AGFT", "γ", "gamma", ("agft_gamma",), agft),
-    ]
+    ] + ([
+        MethodSpec("advsimplex-uniform", "advsimplex", "AdvSimplex (paper, uniform ω)", "λ", "lam", ("lam",), lam,
+                   {"variant": "paper", "weighting": "uniform"}),
+        MethodSpec("advsimplex-q4", "advsimplex", "AdvSimplex (paper, Q=4)", "λ", "lam", ("lam",), lam,
+                   {"variant": "paper", "order": 4}),
+    ] if ablations else [])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -158,7 +165,8 @@ def eval_settings(quick: bool) -> EvalPlan:
     return EvalPlan()
 
 
-def build_plan(quick: bool = False) -> ProtocolPlan:
-    """The full protocol, or the ``--quick`` smoke test (tiny budgets, two knob values, the same code paths)."""
-    return ProtocolPlan(quick, tuple(method_specs(quick)), pretrain_settings(quick), finetune_settings(quick),
-                        eval_settings(quick))  # fmt: skip
+def build_plan(quick: bool = False, ablations: bool = False) -> ProtocolPlan:
+    """The full protocol, or the ``--quick`` smoke test (tiny budgets, two knob values, the same code paths); with
+    ``ablations`` the two AdvSimplex ablations too (:func:`method_specs`)."""
+    return ProtocolPlan(quick, tuple(method_specs(quick, ablations)), pretrain_settings(quick),
+                        finetune_settings(quick), eval_settings(quick))  # fmt: skip
