@@ -102,6 +102,21 @@ def _outputs(out):
     return {(r["model"], r["part"], r["dataset"], r["attack"], r["eps"]): r["accuracy"] for r in results}
 
 
+def _check_presets(out, summary):
+    """Each chosen run is written as a preset that trains exactly that run (same keys but the run bookkeeping)."""
+    from advsimplex.train import load_config
+
+    bookkeeping = {"out_dir", "resume", "eval_samples", "ckpt_every", "log_every", "progress", "tensorboard"}
+    assert set(summary["presets"]) == set(summary["selection"])
+    for method, path in summary["presets"].items():
+        chosen = summary["selection"][method]
+        preset = load_config(path).to_dict()
+        trained = load_config(str(out / "runs" / chosen["run_id"] / "config.yaml")).to_dict()
+        differing = {k for k in preset if preset[k] != trained[k]} - bookkeeping
+        assert not differing, (method, {k: (preset[k], trained[k]) for k in differing})
+    assert "## Defaults from the sweep" in (out / "report.md").read_text()
+
+
 @pytest.mark.slow
 def test_quick_protocol_end_to_end_and_resume(tmp_path, capsys):
     out, cache = tmp_path / "out", tmp_path / "cache"
@@ -124,6 +139,7 @@ def test_quick_protocol_end_to_end_and_resume(tmp_path, capsys):
         assert heading in report, heading
     assert "| TRADES | β=3" in report and "| Pre-trained proxy |" in report
     assert (out / "tradeoff.png").stat().st_size > 10_000
+    _check_presets(out, summary)
     assert (cache / next(p.name for p in cache.iterdir()) / "model.safetensors").is_file()
     # interrupt: lose one fine-tuned model and one evaluation part; the rerun redoes exactly those (a retrained
     # model is evaluated again, AutoAttack included if it is the chosen one)

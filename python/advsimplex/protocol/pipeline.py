@@ -23,6 +23,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from .layout import PROXY_ID, Paths
+from .presets import write_presets
 from .proxy import ensure_proxy
 from .scoring import PARTS, evaluate_part
 from .selection import choose_knobs
@@ -263,8 +264,9 @@ def run_protocol(
                            "pretrain_seconds": pretrain_seconds, "sweep_seconds": sweep_seconds,
                            "autoattack_seconds": aa_seconds, "workers": workers, "threads": threads,
                            "jobs_run": ran[0]})  # fmt: skip
+    presets = write_presets(plan, methods, selection, out, str(proxy_model))
     summary = write_report(plan, out, methods=methods, skipped=skipped, proxy=proxy, selection=selection,
-                           timing=timing, errors=errors, data_root=data_root)  # fmt: skip
+                           timing=timing, errors=errors, data_root=data_root, presets=presets)  # fmt: skip
     if errors:
         raise ProtocolError(f"{len(errors)} job(s) failed: {', '.join(errors)} (tracebacks in {out}/logs/ and "
                             f"{out}/protocol.json); the report covers the rest")  # fmt: skip

@@ -7,6 +7,7 @@
   seven test sets and their average; one table per setting: clean, PGD-20 per ε, AutoAttack) and a table
   of every point of the sweep (averages, held-out score, training time);
 - ``tradeoff.png``: average clean against average robust accuracy, one point per (method, knob value);
+- ``presets/<method>.yaml`` (written by :mod:`.presets`): each method's chosen run as a training preset;
 - ``protocol.json``: the summary (plan, runs, choices, timings, skipped methods, errors).
 """
 
@@ -64,6 +65,7 @@ def write_report(
     timing: dict,
     errors: dict[str, str],
     data_root: str,
+    presets: dict[str, str] | None = None,
 ) -> dict:
     """Write the four outputs (module docstring) and return the summary."""
 
@@ -92,7 +94,8 @@ def write_report(
         })  # fmt: skip
     summary = {
         "plan": plan.to_dict(), "fingerprint": plan.fingerprint(), "data_root": data_root, "proxy": proxy,
-        "selection": selection, "skipped_methods": skipped, "errors": errors, "timing": timing,
+        "selection": selection, "presets": presets or {}, "skipped_methods": skipped, "errors": errors,
+        "timing": timing,
         "machine": _machine(timing.get("workers", 1), timing.get("threads", 1)),
         "runs": [{**r, "test": _keyed(r["test"]), "val": _keyed(r["val"]), "autoattack": _keyed(r["autoattack"])}
                  for r in rows],
@@ -171,6 +174,15 @@ def _markdown(plan: ProtocolPlan, summary: dict, rows: list[dict], records: list
     if main:
         body = markdown_report(main, "Main tables: each method at its chosen knob value")
         lines += [""] + ["#" + ln if ln.startswith("#") else ln for ln in body.splitlines()]
+    if summary["presets"]:
+        lines += [
+            "",
+            "## Defaults from the sweep",
+            "",
+            "Each method's chosen run as an `advsimplex-train --config` preset (the proxy's defaults):",
+            "",
+        ]
+        lines += [f"- {m}: `{p}`" for m, p in summary["presets"].items()]
     lines += ["", "## Every point of the sweep (averages over the seven sets, %)", ""]
     robust = [k for k in _ordered_keys(rows) if k[0] != "clean"]
     head = ["method", "knob", "held-out score"] + ["clean"] + [f"PGD-{ev.pgd_steps} {_eps(e)}" for _, e in robust]
