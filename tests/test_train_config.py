@@ -184,3 +184,17 @@ def test_help_states_each_default_once():
     shown = ("--lr FLOAT peak learning rate (default: 1e-05)", "optimizer steps (default: epochs × steps per epoch)",
              "number of recent checkpoints kept (default: 2)", "(default: 0.00784314)")  # fmt: skip
     assert all(s in flat for s in shown), [s for s in shown if s not in flat]
+
+
+@pytest.mark.parametrize("module", ["advsimplex.evaluation.cli", "advsimplex.protocol.cli"])
+def test_other_clis_state_each_default_once(module):
+    import importlib
+
+    text = importlib.import_module(module).build_parser().format_help()
+    entries = re.split(r"\n  (?=-)", text)
+    assert len(entries) > 10
+    for entry in entries:
+        assert entry.count("default") <= 1, entry
+    flat = " ".join(text.split())
+    assert "(default: None)" not in flat and "(default: False)" not in flat
+    assert "(default: " in flat  # real defaults are still shown

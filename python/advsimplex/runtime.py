@@ -8,10 +8,12 @@
 - :func:`setup_logging`       advsimplex's progress messages on stderr
 - :func:`nonfinite_entries`   which named tensors hold NaN or ±inf (for refusing broken models)
 - :func:`prepare_output_dir`  an output folder that exists and is writable, or an error naming the option
+- :class:`DefaultsHelpFormatter`  argparse help that shows each option's default once
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -25,6 +27,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "DefaultsHelpFormatter",
     "derive_seed",
     "eps_label",
     "nonfinite_entries",
@@ -144,3 +147,14 @@ def prepare_output_dir(path: str | os.PathLike, name: str = "out_dir") -> Path:
     except OSError as exc:
         raise ValueError(f"{name}: cannot write into {out}: {exc.strerror or exc}") from exc
     return out
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: …)`` to an option's help only where it adds something: never when the help
+    already says its default, and never for ``None``/``False`` defaults (an unset option or a switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text:
+            return text
+        return super()._get_help_string(action)

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..runtime import parse_number, prepare_output_dir, setup_logging
+from ..runtime import DefaultsHelpFormatter, parse_number, prepare_output_dir, setup_logging
 from .attacks import ATTACKS, AttackSettings
 from .runner import DEFAULT_ATTACKS, DEFAULT_EPS, EvalConfig, EvaluationInputError, ModelSpec, evaluate
 from .suite import DatasetNotFoundError, resolve_data_root, suite_table
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="advsimplex-eval",
         description="Zero-shot clean and robust accuracy of CLIP models (PGD, CW, AutoAttack, simplex attacks).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     g = p.add_argument_group("models")
     g.add_argument(

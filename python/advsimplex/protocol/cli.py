@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..runtime import DefaultsHelpFormatter
 from .training import ProtocolError
 
 
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pre-train a proxy CLIP on the seven offline sets, fine-tune it adversarially on Tiny-ImageNet "
         "with AdvSimplex and its baselines at equal budget (each method's trade-off knob swept), and evaluate every "
         "model zero-shot (clean, PGD-20, AutoAttack) on the seven test splits.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help="the CI smoke test: tiny budgets, two knob values per method")
     p.add_argument("--out", help="result folder (default runs/protocol, runs/protocol-quick with --quick)")
