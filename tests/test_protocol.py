@@ -158,3 +158,26 @@ def test_quick_protocol_end_to_end_and_resume(tmp_path, capsys):
     assert _outputs(out) == records  # the same numbers: training and evaluation are deterministic
     summary = json.loads((out / "protocol.json").read_text())
     assert len(summary["timing"]["invocations"]) == 2 and summary["timing"]["jobs_run"] == 2 + victim_chosen
+
+
+def test_shipped_proxy_preset_is_the_sweeps_choice():
+    """``configs/train/proxy-advsimplex.yaml`` is the protocol's generated preset for AdvSimplex, copied verbatim:
+    its λ is one of the swept values, it names the plan it came from and it holds exactly that run's keys."""
+    import yaml
+
+    from advsimplex.protocol.presets import preset_values
+    from advsimplex.protocol.proxy import proxy_dir
+    from advsimplex.train import load_config
+    from advsimplex.train.presets import resolve_config_path
+
+    plan = build_plan()
+    spec = next(m for m in plan.methods if m.name == "advsimplex")
+    path = resolve_config_path("proxy-advsimplex")
+    text = path.read_text(encoding="utf-8")
+    values = yaml.safe_load(text)
+    assert values["lam"] in spec.values
+    assert f"Protocol fingerprint {plan.fingerprint()};" in text
+    assert values["model"] == str(proxy_dir(plan, "runs/proxy") / "model.safetensors")
+    assert values == preset_values(plan, spec, values["lam"], values["model"])
+    cfg = load_config("proxy-advsimplex")
+    assert cfg.method == "advsimplex" and cfg.variant == "paper" and cfg.lam == values["lam"]

@@ -1,13 +1,18 @@
 """How the AdvSimplex weight λ must scale with the logit scale s (measured, not assumed).
 
 The alignment term measures changes of the probabilities ``g = softmax(s · cos)``; its first-order part
-``E(J p)²`` has ``u_k = g ⊙ (z_k − ⟨g, z_k⟩)`` with ``z_k = s T n_k``, so at fixed probabilities it grows like s²,
-while the cross-entropy's gradient grows like s. What a value of λ means therefore depends on the model's logit
-scale. This tool fixes a model and a batch, evaluates the loss at several logit scales ``s`` (everything else
+``E(J p)²`` has ``u_k = g ⊙ (z_k − ⟨g, z_k⟩)`` with ``z_k = s T n_k``, so at fixed probabilities it and its
+parameter gradient grow like s² (plus terms through the probabilities, one power of s more, which vanish near
+uniform probabilities), while the cross-entropy's gradient grows like s: the weight of the alignment's gradient
+against the CE's moves like s to s². What a value of λ means therefore depends on the model's logit scale.
+
+This tool fixes a model and a batch, evaluates the loss at several logit scales ``s`` (everything else
 unchanged: the same tower, images and PGD budget) and reports, per s, the mean impact-weighted alignment
 ``Σ_i ω_i Ω_i``, the gradient norms of the clean CE and of that alignment term with respect to the tower's
 parameters, and their ratio ``r(s)``. The λ at which the alignment's gradient weighs against the CE's gradient
-as λ₀ does at ``s₀`` is ``λ(s) = λ₀ · r(s₀) / r(s)``; fitted exponents give the power law.
+as λ₀ does at ``s₀`` is ``λ(s) = λ₀ · r(s₀) / r(s)``; fitted exponents give the power law. With a fixed tower,
+a larger s also sharpens the probabilities, so these exponents describe one model's logit scale, not a law
+for carrying λ from one model to another.
 
     python -m advsimplex.protocol.scaling --model runs/proxy/<proxy>/model.safetensors
 """
