@@ -2,7 +2,7 @@
 
 Examples::
 
-    advsimplex-protocol                          # the full protocol into runs/protocol (about 2 h on 2 cores)
+    advsimplex-protocol                          # the full protocol into runs/protocol (about 1.5 h on 2 cores)
     advsimplex-protocol --quick                  # the smoke test into runs/protocol-quick (≤ 3 min)
     advsimplex-protocol --pretrain-only          # only the proxy CLIP (cached in runs/proxy)
     advsimplex-protocol --methods advsimplex,tecoa --out runs/two-methods
