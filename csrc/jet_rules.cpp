@@ -14,7 +14,8 @@
 // The contiguous jet is viewed as (G, S, M): G outer elements, M inner ones; the row rules (LayerNorm, softmax
 // over the last dimension of F features) see M = R·F as R rows. One task owns a chunk of inner elements (GELU)
 // or one row (LayerNorm, softmax) across all S streams: the primal coefficients (f', f'', f''', the mean/rstd,
-// the softmax row) are computed once per task and reused by every stream; tasks run under at::parallel_for.
+// the softmax row) are computed once per task and reused by every stream; tasks run under at::parallel_for. The
+// GELU rules take the transcendental values at the primal from ATen's vectorised kernels (gelu_basis).
 // Arithmetic is float64 for float64 inputs, float32 otherwise (bfloat16/float16 are computed in float32 and
 // cast back, as the reference does); row reductions accumulate in double.
 #include <ATen/ATen.h>
@@ -23,8 +24,13 @@
 #include <ATen/record_function.h>
 #include <torch/library.h>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <tuple>
 #include <vector>
@@ -206,23 +212,67 @@ const T* data_or_null(const Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
 }
 
+// An uninitialised contiguous output of x's shape and options. A block of 32 MiB or more lies above glibc's largest
+// mmap threshold: every such allocation is a fresh mapping, faulted in 4 KiB page by page on its first write (about
+// half of the GELU forward's time at the pair plan's bench shape on the 2-core CI machine). Its 2 MiB-aligned
+// interior is advised MADV_HUGEPAGE before that write, so it is faulted 2 MiB at a time where transparent huge
+// pages are set to "madvise" or "always"; elsewhere the advice is a no-op.
+Tensor empty_output(const Tensor& x) {
+  Tensor y = at::empty(x.sizes(), x.options());
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  constexpr size_t kThreshold = size_t(32) << 20;
+  const size_t bytes = y.nbytes();
+  if (bytes >= kThreshold) {
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(y.data_ptr());
+    const uintptr_t lo = (begin + kHuge - 1) & ~(kHuge - 1), hi = (begin + bytes) & ~(kHuge - 1);
+    if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // advice only: errors ignored
+  }
+#endif
+  return y;
+}
+
 // ---- GELU-type activations ---------------------------------------------------------------------------
-// f and its derivatives: kind 0 erf GELU (nn.GELU()), 1 tanh GELU (approximate='tanh'), 2 QuickGELU x·σ(1.702x).
 enum GeluKind : int64_t { kErf = 0, kTanh = 1, kQuick = 2 };
 
+// The transcendental part of f at the primal x₀ is computed before the fused pass by ATen's vectorised
+// elementwise kernels, on the primal stream only ((G, M), 1/S of the jet) and with the reference's operations
+// (advsimplex.reference.jet_rules.gelu_coefficients), so that the fused pass is polynomial and vectorises:
+//   erf   b1 = erf(x/√2), b2 = exp(−x²/2);   tanh  b1 = tanh(c(x + a x³));   quick  b1 = σ(kx).
+struct GeluBasis {
+  Tensor b1, b2;  // (G, M) contiguous; b2 only for kErf
+};
+
+constexpr double kTanhC = 0.79788456080286535588, kTanhA = 0.044715, kQuickK = 1.702;
+
+GeluBasis gelu_basis(int64_t kind, const Tensor& x, const Layout& L) {
+  const Tensor x0 = x.view({L.G, L.S, L.M}).select(1, 0);
+  GeluBasis b;
+  if (kind == kErf) {
+    b.b1 = x0.mul(0.70710678118654752440).erf_();
+    b.b2 = x0.square().mul_(-0.5).exp_();
+  } else if (kind == kTanh) {
+    b.b1 = x0.square().mul_(kTanhA).mul_(x0).add_(x0).mul_(kTanhC).tanh_();
+  } else {
+    b.b1 = x0.mul(kQuickK).sigmoid_();
+  }
+  return b;
+}
+
+// f and its derivatives from x₀ and its basis values (b2 is read by kErf only): kind 0 erf GELU (nn.GELU()),
+// 1 tanh GELU (approximate='tanh'), 2 QuickGELU x·σ(1.702x).
 template <int64_t Kind, typename T>
-inline void gelu_coefficients(T x, T& f0, T& f1, T& f2, T& f3) {
+inline void gelu_coefficients(T x, T b1, [[maybe_unused]] T b2, T& f0, T& f1, T& f2, T& f3) {
   if constexpr (Kind == kErf) {  // f = xΦ, f' = Φ + xφ, f'' = φ(2 − x²), f''' = φ x (x² − 4)
-    const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));
-    const T pdf = std::exp(T(-0.5) * x * x) * T(0.39894228040143267794);
+    const T cdf = T(0.5) * (T(1) + b1);
+    const T pdf = b2 * T(0.39894228040143267794);
     f0 = x * cdf;
     f1 = cdf + x * pdf;
     f2 = pdf * (T(2) - x * x);
     f3 = pdf * x * (x * x - T(4));
   } else if constexpr (Kind == kTanh) {  // f = ½x(1 + t), t = tanh w, w = c(x + a x³); q = 1 − t², w1 = w', w2 = w''
-    constexpr T c = T(0.79788456080286535588), a = T(0.044715), w3 = T(6) * c * a;
-    const T x2 = x * x;
-    const T t = std::tanh(c * (x + a * x2 * x));
+    constexpr T c = T(kTanhC), a = T(kTanhA), w3 = T(6) * c * a;
+    const T x2 = x * x, t = b1;
     const T q = T(1) - t * t;
     const T w1 = c * (T(1) + T(3) * a * x2), w2 = w3 * x;
     f0 = T(0.5) * x * (T(1) + t);
@@ -232,8 +282,8 @@ inline void gelu_coefficients(T x, T& f0, T& f1, T& f2, T& f3) {
          T(3) * x * t * q * w1 * w2 + T(0.5) * x * q * w3;
   } else {  // f = xs, s = σ(kx), u = s(1 − s): f' = s + kxu, f'' = u(2k + k²x(1 − 2s)),
             // f''' = 3k²u(1 − 2s) + k³xu(1 − 6s + 6s²)
-    constexpr T k = T(1.702);
-    const T s = T(1) / (T(1) + std::exp(-k * x));
+    constexpr T k = T(kQuickK);
+    const T s = b1;
     const T u = s * (T(1) - s);
     f0 = x * s;
     f1 = s + k * x * u;
@@ -246,7 +296,7 @@ constexpr int64_t kChunk = 512;  // inner elements per GELU task
 
 // y₀ = f(x₀), y_k = f' x_k, y₂ = f' x₂ + f'' quad,  quad = x_a x_b  |  c(Σ_{k∈s} x_k² + σ_s²)
 template <int64_t Kind, typename T>
-void gelu_forward_impl(const Plan& pl, const Layout& L, const T* x, T* y) {
+void gelu_forward_impl(const Plan& pl, const Layout& L, const T* x, const T* b1, const T* b2, T* y) {
   const int64_t M = L.M, S = L.S, m = pl.m, chunks = (M + kChunk - 1) / kChunk;
   at::parallel_for(0, L.G * chunks, 1, [&](int64_t begin, int64_t end) {
     alignas(64) T f1[kChunk], f2[kChunk], sig[kChunk], quad[kChunk];
@@ -254,9 +304,13 @@ void gelu_forward_impl(const Plan& pl, const Layout& L, const T* x, T* y) {
       const int64_t i0 = (task % chunks) * kChunk, n = std::min(kChunk, M - i0);
       const T* xs = x + (task / chunks) * S * M + i0;  // stream k at xs + k·M
       T* ys = y + (task / chunks) * S * M + i0;
+      const int64_t bi = (task / chunks) * M + i0;
+      const T *__restrict__ c1 = b1 + bi, *__restrict__ c2 = b2 ? b2 + bi : c1;
+#pragma omp simd
       for (int64_t i = 0; i < n; ++i) {
-        T f3;
-        gelu_coefficients<Kind>(xs[i], ys[i], f1[i], f2[i], f3);
+        T f0, f3;
+        gelu_coefficients<Kind>(xs[i], c1[i], c2[i], f0, f1[i], f2[i], f3);
+        ys[i] = f0;
       }
       for (int64_t k = 1; k <= m; ++k) {
         const T* __restrict__ xk = xs + k * M;
@@ -285,7 +339,8 @@ void gelu_forward_impl(const Plan& pl, const Layout& L, const T* x, T* y) {
 // dx₂ = f' dy₂;  dx_k = f' dy_k + f'' Σ dy₂ ∂quad/∂x_k;  dx₀ = f' dy₀ + f'' (Σ dy_k x_k + Σ dy₂ x₂) + f''' Σ dy₂ quad,
 // ∂quad/∂x_k: pairs [a=k] x_b + [b=k] x_a; collapsed 2c (x_k + σ_s) for k ∈ s.
 template <int64_t Kind, typename T>
-void gelu_backward_impl(const Plan& pl, const Layout& L, const T* x, const T* dy, T* dx) {
+void gelu_backward_impl(const Plan& pl, const Layout& L, const T* x, const T* b1, const T* b2, const T* dy,
+                        T* dx) {
   const int64_t M = L.M, S = L.S, m = pl.m, chunks = (M + kChunk - 1) / kChunk;
   at::parallel_for(0, L.G * chunks, 1, [&](int64_t begin, int64_t end) {
     alignas(64) T f1[kChunk], f2[kChunk], f3[kChunk], acc[kChunk], sig[kChunk], quad[kChunk];
@@ -293,9 +348,12 @@ void gelu_backward_impl(const Plan& pl, const Layout& L, const T* x, const T* dy
       const int64_t i0 = (task % chunks) * kChunk, n = std::min(kChunk, M - i0), off = (task / chunks) * S * M + i0;
       const T *xs = x + off, *gs = dy + off;
       T* ds = dx + off;
+      const int64_t bi = (task / chunks) * M + i0;
+      const T *__restrict__ c1 = b1 + bi, *__restrict__ c2 = b2 ? b2 + bi : c1;
+#pragma omp simd
       for (int64_t i = 0; i < n; ++i) {
         T f0;
-        gelu_coefficients<Kind>(xs[i], f0, f1[i], f2[i], f3[i]);
+        gelu_coefficients<Kind>(xs[i], c1[i], c2[i], f0, f1[i], f2[i], f3[i]);
         acc[i] = f1[i] * gs[i];
       }
       for (int64_t k = 1; k <= m; ++k) {
@@ -361,11 +419,14 @@ Tensor jet_gelu_forward_cpu(const Tensor& x_in, const OptTensor& left, const Opt
   const char* op = "jet_gelu_forward";
   check_kind(op, kind);
   const Inputs in = prepare(op, x_in, nullptr, left, right, m, order, dim, false);
-  Tensor y = at::empty_like(in.x);
+  Tensor y = empty_output(in.x);
   RECORD_FUNCTION("jet_rules::gelu_forward", std::vector<c10::IValue>());
+  const GeluBasis basis = gelu_basis(kind, in.x, in.L);
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "jet_gelu_forward_cpu", [&] {
     dispatch_kind<scalar_t>(kind, [&](auto k) {
-      gelu_forward_impl<decltype(k)::value, scalar_t>(in.pl, in.L, in.x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>());
+      gelu_forward_impl<decltype(k)::value, scalar_t>(in.pl, in.L, in.x.data_ptr<scalar_t>(),
+                                                      basis.b1.data_ptr<scalar_t>(), data_or_null<scalar_t>(basis.b2),
+                                                      y.data_ptr<scalar_t>());
     });
   });
   return y.to(x_in.scalar_type());
@@ -376,12 +437,15 @@ Tensor jet_gelu_backward_cpu(const Tensor& grad_in, const Tensor& x_in, const Op
   const char* op = "jet_gelu_backward";
   check_kind(op, kind);
   const Inputs in = prepare(op, x_in, &grad_in, left, right, m, order, dim, false);
-  Tensor dx = at::empty_like(in.x);
+  Tensor dx = empty_output(in.x);
   RECORD_FUNCTION("jet_rules::gelu_backward", std::vector<c10::IValue>());
+  const GeluBasis basis = gelu_basis(kind, in.x, in.L);
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "jet_gelu_backward_cpu", [&] {
     dispatch_kind<scalar_t>(kind, [&](auto k) {
       gelu_backward_impl<decltype(k)::value, scalar_t>(in.pl, in.L, in.x.data_ptr<scalar_t>(),
-                                                       in.dy.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>());
+                                                       basis.b1.data_ptr<scalar_t>(),
+                                                       data_or_null<scalar_t>(basis.b2), in.dy.data_ptr<scalar_t>(),
+                                                       dx.data_ptr<scalar_t>());
     });
   });
   return dx.to(x_in.scalar_type());
@@ -626,7 +690,7 @@ Tensor jet_layer_norm_forward_cpu(const Tensor& x_in, const OptTensor& weight, c
   TORCH_CHECK(eps >= 0, op, ": eps must be >= 0, got ", eps);
   const auto ct = in.x.scalar_type();
   const Tensor w = affine_or_ones(weight, ct, in.L.F), b = present(bias) ? bias->to(ct).contiguous() : Tensor();
-  Tensor y = at::empty_like(in.x);
+  Tensor y = empty_output(in.x);
   RECORD_FUNCTION("jet_rules::layer_norm_forward", std::vector<c10::IValue>());
   AT_DISPATCH_FLOATING_TYPES(ct, "jet_layer_norm_forward_cpu", [&] {
     ln_forward_impl<scalar_t>(in.pl, in.L, in.x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
@@ -648,7 +712,7 @@ std::tuple<Tensor, Tensor, Tensor> jet_layer_norm_backward_cpu(const Tensor& gra
   TORCH_CHECK(eps >= 0, op, ": eps must be >= 0, got ", eps);
   const auto ct = in.x.scalar_type();
   const Tensor w = affine_or_ones(weight, ct, L.F);
-  Tensor dx = at::empty_like(in.x);
+  Tensor dx = empty_output(in.x);
   Tensor dw_rows = weight_grad ? at::empty({L.G * L.R, L.F}, in.x.options()) : Tensor();
   RECORD_FUNCTION("jet_rules::layer_norm_backward", std::vector<c10::IValue>());
   AT_DISPATCH_FLOATING_TYPES(ct, "jet_layer_norm_backward_cpu", [&] {
@@ -833,7 +897,7 @@ void dispatch_width(const Plan& pl, Fn&& fn) {
 Tensor jet_softmax_forward_cpu(const Tensor& x_in, const OptTensor& left, const OptTensor& right, int64_t m,
                                int64_t order, int64_t dim) {
   const Inputs in = prepare("jet_softmax_forward", x_in, nullptr, left, right, m, order, dim, true);
-  Tensor y = at::empty_like(in.x);
+  Tensor y = empty_output(in.x);
   RECORD_FUNCTION("jet_rules::softmax_forward", std::vector<c10::IValue>());
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "jet_softmax_forward_cpu", [&] {
     dispatch_width(in.pl, [&](auto w) {
@@ -847,7 +911,7 @@ Tensor jet_softmax_forward_cpu(const Tensor& x_in, const OptTensor& left, const 
 Tensor jet_softmax_backward_cpu(const Tensor& grad_in, const Tensor& x_in, const OptTensor& left,
                                 const OptTensor& right, int64_t m, int64_t order, int64_t dim) {
   const Inputs in = prepare("jet_softmax_backward", x_in, &grad_in, left, right, m, order, dim, true);
-  Tensor dx = at::empty_like(in.x);
+  Tensor dx = empty_output(in.x);
   RECORD_FUNCTION("jet_rules::softmax_backward", std::vector<c10::IValue>());
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "jet_softmax_backward_cpu", [&] {
     dispatch_width(in.pl, [&](auto w) {

@@ -139,6 +139,29 @@ def test_cpp_matches_reference(name, order, plan, dtype, tol, grad_tol):
     assert_matches_reference(jet_fn, shape, dim, st, dtype, tol, grad_tol, "cpp", "cpu")
 
 
+LARGE_SHAPES = {  # shapes without streams; with the 30 streams of the pair plan each jet is 35 MiB in float32
+    "gelu-erf": (2, 50, 3072),
+    "gelu-tanh": (2, 50, 3072),
+    "quickgelu": (2, 50, 3072),
+    "layer-norm": (2, 200, 768),
+    "layer-norm-plain": (2, 200, 768),
+    "softmax": (2, 12, 50, 256),
+}
+
+
+@needs_cpp
+@pytest.mark.parametrize("name", list(CASES))
+def test_cpp_outputs_of_32_mib_and_more_match_reference(name):
+    """Outputs and gradients of 32 MiB and more take the kernels' huge-page-advised allocation (csrc/jet_rules.cpp
+    ``empty_output``): ViT-B/32 sizes, pair plan m = 10, Q = 3 (30 streams), float32."""
+    jet_fn, _, _, dim = CASES[name]
+    st = make_plan("pairs", 10, 3)
+    shape = LARGE_SHAPES[name]
+    assert st.size * torch.Size(shape).numel() * 4 >= 32 << 20
+    _, tol, grad_tol = TOLERANCES[1]
+    assert_matches_reference(jet_fn, shape, dim, st, torch.float32, tol, grad_tol, "cpp", "cpu")
+
+
 @pytest.mark.parametrize("backend", [pytest.param("triton", marks=needs_triton), pytest.param("cpp", marks=needs_cpp)])
 @pytest.mark.parametrize("plan", PLANS)
 @pytest.mark.parametrize("affine", [True, False])
